@@ -1,0 +1,1 @@
+"""Human-readable outputs: markdown reports and image grids."""

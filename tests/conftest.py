@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from imaging import encode, exif_rotated_jpeg, picture, png_claiming_size, write
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("MASKSYNTH_DATA", REPO.parent / "shared/datasets/face-mask"))
+
+# file -> (expected status, reason prefix or flag that must be reported)
+BAD_FILES = {
+    "with_mask/empty.jpg": ("rejected", "empty file"),
+    "with_mask/truncated.jpg": ("rejected", "truncated or corrupt"),
+    "with_mask/notes.jpg": ("rejected", "not an image"),
+    "with_mask/bomb.png": ("rejected", "decompression bomb"),
+    "without_mask/tiny.png": ("rejected", "too small"),
+    "without_mask/broken_link.jpg": ("rejected", "unreadable"),
+    "with_mask/.DS_Store": ("skipped", "hidden file"),
+    "without_mask/pipe.jpg": ("skipped", "not a regular file"),
+    "with_mask/copy_of_a.jpg": ("duplicate", "same bytes as with_mask/a.jpg"),
+    "with_mask/shared.jpg": ("label_conflict", "same bytes also labelled otherwise"),
+    "without_mask/shared.jpg": ("label_conflict", "same bytes also labelled otherwise"),
+}
+# good files with a quirk -> flag that must be set
+QUIRKS = {
+    "with_mask/png_named.jpg": "ext_mismatch",
+    "with_mask/webp_named.png": "ext_mismatch",
+    "with_mask/rgba.png": "alpha_flattened",
+    "with_mask/palette.png": "palette",
+    "without_mask/grey.png": "grayscale",
+    "without_mask/cmyk.jpg": "cmyk",
+    "without_mask/deep.png": "high_bit_depth",
+    "without_mask/rotated.jpg": "exif_rotated",
+    "with_mask/small30.jpg": "tiny",
+}
+
+
+def build_messy_folder(root: Path, n_good: int = 12) -> Path:
+    """An ImageFolder holding every kind of bad input, every quirk, and plain good files."""
+    for k in range(n_good):
+        write(root / f"with_mask/good_{k:02d}.jpg", encode(picture(100 + k), "JPEG", quality=90))
+        write(root / f"without_mask/good_{k:02d}.jpg", encode(picture(200 + k), "JPEG", quality=90))
+    a = encode(picture(1), "JPEG", quality=90)
+    write(root / "with_mask/a.jpg", a)
+    write(root / "with_mask/copy_of_a.jpg", a)
+    shared = encode(picture(2), "JPEG", quality=90)
+    write(root / "with_mask/shared.jpg", shared)
+    write(root / "without_mask/shared.jpg", shared)
+    # near duplicate of good_00: resized and re-encoded
+    near = picture(100).resize((88, 73), Image.Resampling.BICUBIC)
+    write(root / "with_mask/good_00_resized.jpg", encode(near, "JPEG", quality=60))
+
+    write(root / "with_mask/empty.jpg", b"")
+    write(root / "with_mask/truncated.jpg", a[: len(a) // 2])
+    write(root / "with_mask/notes.jpg", b"these are notes, not a photo\n" * 10)
+    write(root / "with_mask/bomb.png", png_claiming_size(20000, 20000))
+    write(root / "without_mask/tiny.png", encode(picture(3, (12, 10)), "PNG"))
+    os.symlink(root / "nowhere.jpg", root / "without_mask/broken_link.jpg")
+    write(root / "with_mask/.DS_Store", b"\0\0\0\1Bud1")
+    os.mkfifo(root / "without_mask/pipe.jpg")
+
+    write(root / "with_mask/png_named.jpg", encode(picture(4), "PNG"))
+    write(root / "with_mask/webp_named.png", encode(picture(5), "WEBP", quality=90))
+    rgba = picture(6).convert("RGBA")
+    alpha = np.full((rgba.height, rgba.width), 255, np.uint8)
+    alpha[:, :20] = 0  # a transparent left band
+    rgba.putalpha(Image.fromarray(alpha))
+    write(root / "with_mask/rgba.png", encode(rgba, "PNG"))
+    palette = picture(7).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    write(root / "with_mask/palette.png", encode(palette, "PNG", transparency=0))
+    write(root / "without_mask/grey.png", encode(picture(8).convert("L"), "PNG"))
+    write(root / "without_mask/cmyk.jpg", encode(picture(9).convert("CMYK"), "JPEG"))
+    deep = (np.asarray(picture(10).convert("L"), np.uint16) * 257).astype(np.uint16)
+    write(root / "without_mask/deep.png", encode(Image.fromarray(deep), "PNG"))
+    write(root / "without_mask/rotated.jpg", exif_rotated_jpeg(picture(11, (100, 60))))
+    write(root / "with_mask/small30.jpg", encode(picture(12, (30, 40)), "JPEG"))
+    (root / "README.txt").write_text("top-level files are not classes\n")
+    return root
+
+
+@pytest.fixture
+def messy_folder(tmp_path: Path) -> Path:
+    return build_messy_folder(tmp_path / "raw")
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not (REAL_DATA / "with_mask").is_dir():
+        pytest.skip(f"real data not found at {REAL_DATA} (set MASKSYNTH_DATA)")
+    return REAL_DATA
