@@ -92,3 +92,21 @@ def real_data() -> Path:
     if not (REAL_DATA / "with_mask").is_dir():
         pytest.skip(f"real data not found at {REAL_DATA} (set MASKSYNTH_DATA)")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_prep(tmp_path_factory) -> Path:
+    """A prepared folder of 2 x 40 generated 64 px images (no faces needed for GAN plumbing)."""
+    from masksynth.config import PrepareConfig
+    from masksynth.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("tiny")
+    for k in range(40):
+        write(root / f"raw/with_mask/{k:02d}.png", encode(picture(1000 + k, (64, 64)), "PNG"))
+        write(root / f"raw/without_mask/{k:02d}.png", encode(picture(2000 + k, (64, 64)), "PNG"))
+    prepare(
+        root / "raw",
+        root / "prep",
+        PrepareConfig(sizes=(64,), face_crop=False, split=(0.6, 0.2, 0.2), workers=1),
+    )
+    return root / "prep"

@@ -11,7 +11,7 @@ import typer
 from typer.exceptions import TyperException
 
 from masksynth import __version__
-from masksynth.config import PrepareConfig
+from masksynth.config import ClassifierConfig, PrepareConfig
 from masksynth.errors import MasksynthError
 
 app = typer.Typer(
@@ -132,6 +132,238 @@ def prepare(
         log.warning(
             "%d file(s) rejected, duplicated or skipped: listed in %s", problems, out / "report.md"
         )
+
+
+@app.command("train-gan")
+def train_gan(
+    prep_dir: Annotated[Path, typer.Argument(help="A folder made by 'masksynth prepare'.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (RUN_DIR).")],
+    preset: Annotated[str, typer.Option(help="paper | best | quick.")] = "paper",
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs (with --resume: the new total).")
+    ] = None,
+    mode: Annotated[str | None, typer.Option(help="per-class | conditional.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of weights, noise and data order.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue RUN_DIR from its checkpoint.")] = False,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step per G/D pair.")] = None,
+    lr_g: Annotated[float | None, typer.Option(help="Adam learning rate of G.")] = None,
+    lr_d: Annotated[float | None, typer.Option(help="Adam learning rate of D.")] = None,
+    diffaugment: Annotated[
+        str | None,
+        typer.Option(help="DiffAugment policy, e.g. color,translation,cutout ('' = off)."),
+    ] = None,
+    xflip: Annotated[
+        bool | None, typer.Option("--xflip/--no-xflip", help="Mirror real images at random.")
+    ] = None,
+    ema_decay: Annotated[float | None, typer.Option(help="EMA of G (0 = off).")] = None,
+    d_norm: Annotated[str | None, typer.Option(help="D normalisation: batch | spectral.")] = None,
+    g_width: Annotated[
+        int | None, typer.Option(help="G width (channels of its last layer).")
+    ] = None,
+    d_width: Annotated[
+        int | None, typer.Option(help="D width (channels of its first layer).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto | fp32 | bf16.")] = None,
+    deterministic: Annotated[
+        bool | None,
+        typer.Option("--deterministic/--no-deterministic", help="Bit-exact reruns and resumes."),
+    ] = None,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(help="Stop after this much training time (a checkpoint is kept)."),
+    ] = None,
+    checkpoint_minutes: Annotated[
+        float | None, typer.Option(help="Also checkpoint this often within an epoch.")
+    ] = None,
+    checkpoint_every_steps: Annotated[
+        int | None, typer.Option(help="Also checkpoint every N steps (0 = off).")
+    ] = None,
+    metrics_every: Annotated[
+        int | None,
+        typer.Option("--metrics-every", help="FID/KID on the val split every K epochs (0 = off)."),
+    ] = None,
+    metrics_samples: Annotated[
+        int | None, typer.Option(help="Synthetic images per class for FID/KID/PRDC.")
+    ] = None,
+    final_metrics: Annotated[
+        bool | None,
+        typer.Option("--final-metrics/--no-final-metrics", help="FID/KID/PRDC on test at the end."),
+    ] = None,
+) -> None:
+    """Train the paper's DCGAN (or the 'best'/'quick' recipe) on a prepared folder."""
+    from masksynth.config import gan_config
+    from masksynth.gan.train import train_gan as run
+
+    config = gan_config(
+        preset,
+        epochs=epochs,
+        mode=mode,
+        seed=seed,
+        batch_size=batch_size,
+        lr_g=lr_g,
+        lr_d=lr_d,
+        diffaugment=diffaugment,
+        xflip=xflip,
+        ema_decay=ema_decay,
+        d_norm=d_norm,
+        g_width=g_width,
+        d_width=d_width,
+        device=device,
+        precision=precision,
+        deterministic=deterministic,
+        max_minutes=max_minutes,
+        checkpoint_minutes=checkpoint_minutes,
+        checkpoint_every_steps=checkpoint_every_steps,
+        metrics_every_epochs=metrics_every,
+        metrics_samples=metrics_samples,
+        final_metrics=final_metrics,
+    )
+    summary = run(prep_dir, out, config, resume=resume)
+    log.info(
+        "trained %d epochs (%s) in %.0f s; grids in %s",
+        summary["epochs_done"],
+        summary["stopped"],
+        summary["train_seconds"],
+        out / "grids",
+    )
+    for name, scores in summary.get("metrics", {}).items():
+        log.info(
+            "%s: FID %.1f, KID %.4f, precision %.2f, recall %.2f",
+            name,
+            scores["fid"],
+            scores["kid"],
+            scores["precision"],
+            scores["recall"],
+        )
+
+
+@app.command()
+def sample(
+    run_dir: Annotated[Path, typer.Argument(help="A folder made by 'masksynth train-gan'.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output ImageFolder (SYNTH_DIR).")],
+    n_per_class: Annotated[int, typer.Option(help="Images per class.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Latent seed: same seed, same images.")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+) -> None:
+    """Generate synthetic faces as PNGs per class, with a manifest to regenerate any image."""
+    from masksynth.gan.sample import sample as run
+
+    meta = run(run_dir, out, n_per_class, seed, device)
+    log.info("%d images per class in %s", meta["n_per_class"], out)
+
+
+@app.command("gan-metrics")
+def gan_metrics(
+    synth_dir: Annotated[Path, typer.Argument(help="Synthetic ImageFolder (from 'sample').")],
+    real: Annotated[Path, typer.Option(help="Prepared folder holding the real images.")],
+    split: Annotated[str, typer.Option(help="Real split to compare with.")] = "test",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+) -> None:
+    """FID, KID and precision/recall/density/coverage per class, offline Inception features."""
+    import json
+
+    from masksynth.device import pick_device
+    from masksynth.fileio import write_json
+    from masksynth.metrics.gan_quality import gan_metrics as run
+
+    result = run(synth_dir, real, split, pick_device(device))
+    if json_out is not None:
+        write_json(json_out, result)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command("train-classifier")
+def train_classifier(
+    prep_dir: Annotated[Path, typer.Argument(help="A folder made by 'masksynth prepare'.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")],
+    synthetic: Annotated[
+        Path | None,
+        typer.Option(help="Synthetic ImageFolder to add to the real training images (scenario 2)."),
+    ] = None,
+    synthetic_only: Annotated[
+        bool,
+        typer.Option(
+            help="Train on the synthetic images alone (train-synthetic / test-real control)."
+        ),
+    ] = False,
+    arch: Annotated[str, typer.Option(help="resnet18 | efficientnet_lite0.")] = "resnet18",
+    weights: Annotated[
+        str, typer.Option(help="imagenet (local cache only) | none | PATH of a state dict.")
+    ] = "none",
+    size: Annotated[int, typer.Option(help="Input size (a prepared cache size).")] = 64,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = ClassifierConfig.epochs,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = ClassifierConfig.batch_size,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, one-cycle).")] = (
+        ClassifierConfig.lr
+    ),
+    class_weights: Annotated[
+        str, typer.Option(help="none | balanced (inverse class frequency in the loss).")
+    ] = "none",
+    augment: Annotated[bool, typer.Option(help="Classic augmentation (paper).")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of weights, order and augmentation.")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16.")] = "auto",
+) -> None:
+    """Train the mask classifier (ResNet18 as in the paper) and select it on the val split."""
+    from masksynth.classify.train import train_classifier as run
+
+    config = ClassifierConfig(
+        arch=arch,
+        weights=weights,
+        size=size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        class_weights=class_weights,
+        augment=augment,
+        seed=seed,
+        device=device,
+        precision=precision,
+    )
+    summary = run(prep_dir, out, config, synthetic, synthetic_only)
+    val = summary["val_metrics"]
+    log.info(
+        "best epoch %d: val balanced accuracy %.4f; checkpoint %s",
+        summary["best_epoch"],
+        val["balanced_accuracy"] or float("nan"),
+        summary["checkpoint"],
+    )
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="classifier.pt from train-classifier.")],
+    data_dir: Annotated[
+        Path,
+        typer.Argument(help="A raw ImageFolder of photos, or a prepared folder (see --split)."),
+    ],
+    split: Annotated[str, typer.Option(help="Split of a prepared folder.")] = "test",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here.")] = None,
+    sheet: Annotated[
+        Path | None,
+        typer.Option(
+            help="Contact sheet of misclassified images (default: beside --json, else "
+            "./misclassified.png)."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+) -> None:
+    """Sensitivity, specificity, accuracy... with Wilson 95 % intervals, on real photos."""
+    import json
+
+    from masksynth.classify.evaluate import evaluate as run
+    from masksynth.fileio import write_json
+
+    if sheet is None:
+        sheet = (json_out.parent if json_out else Path(".")) / "misclassified.png"
+    metrics, predictions = run(checkpoint, data_dir, split, sheet, device)
+    if json_out is not None:
+        write_json(json_out, metrics)
+    typer.echo(json.dumps(metrics, indent=2))
+    if predictions.rejected:
+        log.warning("%d file(s) could not be used (listed above)", len(predictions.rejected))
 
 
 def main(argv: list[str] | None = None) -> int:

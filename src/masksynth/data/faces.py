@@ -47,6 +47,12 @@ class FaceDetector:
     """YuNet with a fixed working-size policy; one instance per process (not thread safe)."""
 
     def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3) -> None:
+        if not cv2.__version__.startswith("4."):
+            raise MasksynthError(
+                f"OpenCV {cv2.__version__} is installed, but YuNet face "
+                "detection needs OpenCV 4 (5.0 breaks it): pip install -e . "
+                "restores the pinned 4.14"
+            )
         self.score_threshold = score_threshold
         self._net = cv2.FaceDetectorYN.create(
             str(model_path(YUNET_FILE)), "", (320, 320), score_threshold, nms_threshold, 50

@@ -48,7 +48,9 @@ class IngestOptions:
     alpha_background: tuple[int, int, int]
 
 
-def scan_image_folder(data_dir: Path) -> tuple[list[SourceFile], list[str], bool]:
+def scan_image_folder(
+    data_dir: Path, min_classes: int = 2
+) -> tuple[list[SourceFile], list[str], bool]:
     """List every file under the class folders; returns (files, class names, has preset split)."""
     if not data_dir.is_dir():
         raise MasksynthError(f"{data_dir} is not a folder")
@@ -64,9 +66,9 @@ def scan_image_folder(data_dir: Path) -> tuple[list[SourceFile], list[str], bool
         for class_dir in _visible_subdirs(root):
             classes.add(class_dir.name)
             files.extend(_walk_class(data_dir, class_dir, class_dir.name, split))
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise MasksynthError(
-            f"{data_dir} is not an ImageFolder with at least two classes: expected one "
+            f"{data_dir} is not an ImageFolder with at least {min_classes} class(es): expected one "
             "subfolder per class (e.g. with_mask/ and without_mask/), "
             f"found {sorted(classes) or 'none'}"
         )

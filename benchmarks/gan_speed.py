@@ -1,0 +1,157 @@
+"""GAN training speed: masksynth's loop against the usual tutorial loop, in the same run.
+
+Both train the paper's DCGAN (batch 128, 64 px, one D step on real and fake, then one G
+step). The baseline is written the way the PyTorch DCGAN tutorial does it: ImageFolder
+decoding and resizing the photos every epoch in 2 DataLoader workers, fp32, NCHW, eager.
+masksynth trains from the prepared uint8 cache, channels_last, with bf16 autocast only
+where the CPU computes bf16 natively. Prints one JSON line; medians over --repeats.
+
+    python benchmarks/gan_speed.py --data ../shared/datasets/face-mask --prep runs/prep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from masksynth.config import PrepareConfig, gan_config
+from masksynth.data import load_split
+from masksynth.data.prepare import prepare
+from masksynth.device import cpu_has_fast_bf16, pick_device, resolve_precision
+from masksynth.gan.networks import Discriminator, Generator
+from masksynth.gan.train import _build_units, _Trainer
+
+BATCH = 128
+
+
+def plain_loop(data_dir: Path, steps: int, device: torch.device) -> float:
+    """img/s of the tutorial loop, decoding included (the time a user actually waits)."""
+    tf = transforms.Compose(
+        [
+            transforms.Resize(64),
+            transforms.CenterCrop(64),
+            transforms.ToTensor(),
+            transforms.Normalize((0.5,) * 3, (0.5,) * 3),
+        ]
+    )
+    loader = DataLoader(
+        datasets.ImageFolder(str(data_dir), transform=tf),
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=2,
+        drop_last=True,
+        persistent_workers=False,
+    )
+    G, D = Generator().to(device), Discriminator().to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=1e-4, betas=(0.5, 0.999))
+    done, started, it = 0, None, iter(loader)
+    for step in range(steps + 1):
+        try:
+            real, _ = next(it)
+        except StopIteration:  # a new epoch decodes every photo again
+            it = iter(loader)
+            real, _ = next(it)
+        real = real.to(device)
+        fake = G(torch.randn(len(real), 128, 1, 1, device=device))
+        d_real, d_fake = D(real), D(fake.detach())
+        loss_d = F.binary_cross_entropy_with_logits(
+            d_real, torch.ones_like(d_real)
+        ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        d_gen = D(fake)
+        loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        if step == 0:  # the first batch pays worker start-up: leave it out
+            started = time.perf_counter()
+        else:
+            done += len(real)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return done / (time.perf_counter() - started)
+
+
+def masksynth_loop(prep_dir: Path, steps: int, device: torch.device, precision: str) -> float:
+    """img/s of masksynth's own training step on the cached images."""
+    data = load_split(prep_dir, "train", 64)
+    config = gan_config("paper", device=str(device), precision=precision, final_metrics=False)
+    # One paper-sized pair over all images (every label set to 0): the baseline's work.
+    units = _build_units(config, data.class_names, torch.zeros_like(data.labels), device)[:1]
+    images = data.images.to(device)
+    trainer = _Trainer(
+        config,
+        units,
+        images,
+        data.labels.to(device),
+        data.class_names,
+        device,
+        precision,
+        Path("."),
+        prep_dir,
+    )
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        torch.randperm(len(images), generator=generator)[:BATCH].to(device)
+        for _ in range(steps + 1)
+    ]
+    trainer._train_step(units[0], batches[0])  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for batch in batches[1:]:
+        trainer._train_step(units[0], batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * BATCH / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/face-mask"))
+    parser.add_argument("--prep", type=Path, default=Path("runs/prep"))
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    if not (args.prep / "prepare.json").is_file():
+        prepare(args.data, args.prep, PrepareConfig(sizes=(64,)))
+    precision = resolve_precision("auto", device)
+    ours, plain = [], []
+    for _ in range(args.repeats):
+        plain.append(plain_loop(args.data, args.steps, device))
+        ours.append(masksynth_loop(args.prep, args.steps, device, precision))
+    value, baseline = statistics.median(ours), statistics.median(plain)
+    print(
+        json.dumps(
+            {
+                "name": f"gan_train_{device.type}",
+                "value": round(value, 1),
+                "unit": "img/s",
+                "baseline": round(baseline, 1),
+                "ratio": round(value / baseline, 2),
+                "precision": precision,
+                "cpu_native_bf16": cpu_has_fast_bf16(),
+                "batch": BATCH,
+                "steps": args.steps,
+                "repeats": args.repeats,
+                "runs": {"masksynth": ours, "plain": plain},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

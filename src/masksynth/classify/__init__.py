@@ -1,0 +1,1 @@
+"""The mask classifier: models, classic augmentation, training and evaluation."""

@@ -1,0 +1,56 @@
+"""A classifier checkpoint holds everything needed to classify a raw photo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from masksynth.classify.models import build_model
+from masksynth.errors import MasksynthError
+from masksynth.fileio import atomic_open
+
+FORMAT = 1
+
+
+def save_classifier(path: Path, model: nn.Module, meta: dict) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_open(path, "wb") as handle:
+        torch.save({"format": FORMAT, "state_dict": state, **meta}, handle)
+
+
+def load_classifier(path: str | Path, device: torch.device) -> tuple[nn.Module, dict]:
+    """The model (eval mode, on `device`) and its metadata (classes, size, normalisation...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MasksynthError(f"no classifier checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - damaged or foreign file
+        raise MasksynthError(f"{path} is not a readable classifier checkpoint: {error}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "arch" not in state:
+        raise MasksynthError(f"{path} is not a masksynth classifier checkpoint")
+    model = build_model(state["arch"], len(state["class_names"]), "none")
+    model.load_state_dict(state.pop("state_dict"))
+    return model.to(device, memory_format=torch.channels_last).eval(), state
+
+
+def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 or [0, 1] float images -> normalised float, channels_last."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+    mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return ((x - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module, images: torch.Tensor, meta: dict, device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
+    """Class probabilities (N, n_classes) for uint8 images, in fp32."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalise(images[start : start + batch_size].to(device), meta["mean"], meta["std"])
+        out.append(torch.softmax(model(x).float(), dim=1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, len(meta["class_names"]))

@@ -1,0 +1,121 @@
+"""The `evaluate` stage: test metrics of a classifier checkpoint on real photos.
+
+DATA_DIR may be a prepared folder (with --split) or a raw ImageFolder of photos never seen
+before: those are decoded, face-cropped and resized exactly as the training data was, with
+the settings stored in the checkpoint. Classes absent from the folder are allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from masksynth.classify.checkpoint import load_classifier, predict_proba
+from masksynth.data import load_split
+from masksynth.data.ingest import IngestOptions, init_worker, process_file, scan_image_folder
+from masksynth.device import pick_device
+from masksynth.errors import MasksynthError
+from masksynth.metrics.classification import binary_metrics
+from masksynth.report.sheets import save_grid
+
+log = logging.getLogger(__name__)
+SHEET_LIMIT = 64
+
+
+@dataclass
+class Predictions:
+    sources: list[str]
+    y_true: np.ndarray  # class indices of the checkpoint
+    y_score: np.ndarray  # P(positive class)
+    images: torch.Tensor  # uint8, as the model saw them
+    rejected: list[tuple[str, str]]  # raw-folder files that could not be used, with reasons
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    split: str = "test",
+    sheet: str | Path | None = None,
+    device: str = "auto",
+) -> tuple[dict, Predictions]:
+    """Metrics (the 8 keys of `binary_metrics`) and the per-image predictions."""
+    torch_device = pick_device(device)
+    model, meta = load_classifier(checkpoint, torch_device)
+    data_dir = Path(data_dir)
+    if (data_dir / "prepare.json").is_file():
+        images, labels, sources, rejected = _prepared(data_dir, split, meta)
+    else:
+        images, labels, sources, rejected = _raw(data_dir, meta)
+    if len(labels) == 0:
+        raise MasksynthError(f"no usable image in {data_dir}")
+    positive = meta["class_names"].index(meta["positive_class"])
+    scores = predict_proba(model, images, meta, torch_device)[:, positive].numpy()
+    metrics = binary_metrics(labels, scores, positive)
+    predictions = Predictions(sources, labels, scores, images, rejected)
+    if sheet is not None:
+        write_misclassified_sheet(predictions, positive, Path(sheet))
+    return metrics, predictions
+
+
+def _prepared(prep_dir: Path, split: str, meta: dict):
+    data = load_split(prep_dir, split, meta["size"])
+    mapping = _class_mapping(data.class_names, meta["class_names"], prep_dir)
+    labels = np.array([mapping[int(k)] for k in data.labels], dtype=np.int64)
+    return data.images, labels, data.sources, []
+
+
+def _raw(data_dir: Path, meta: dict):
+    files, classes, _ = scan_image_folder(data_dir, min_classes=1)
+    mapping = _class_mapping(classes, meta["class_names"], data_dir)
+    settings = meta["prepare"]
+    options = IngestOptions(
+        (meta["size"],),
+        settings["face_crop"],
+        settings["face_margin"],
+        settings["face_threshold"],
+        settings["min_side"],
+        settings["max_pixels"],
+        tuple(settings["alpha_background"]),
+    )
+    init_worker(options.face_threshold)
+    images, labels, sources, rejected = [], [], [], []
+    for source in files:
+        if source.skip_reason:
+            continue
+        record, arrays = process_file(data_dir, source, options)
+        if arrays is None:
+            rejected.append((source.relpath, record["reason"]))
+            log.warning("skipped %s: %s", source.relpath, record["reason"])
+            continue
+        images.append(arrays[meta["size"]])
+        labels.append(mapping[classes.index(source.label)])
+        sources.append(source.relpath)
+    stacked = (
+        torch.from_numpy(np.stack(images))
+        if images
+        else torch.zeros(0, 3, meta["size"], meta["size"], dtype=torch.uint8)
+    )
+    return stacked, np.array(labels, dtype=np.int64), sources, rejected
+
+
+def _class_mapping(found: list[str], known: list[str], where: Path) -> dict[int, int]:
+    unknown = [name for name in found if name not in known]
+    if unknown:
+        raise MasksynthError(
+            f"{where} has class folders {unknown} that the classifier does not "
+            f"know (it knows {known})"
+        )
+    return {k: known.index(name) for k, name in enumerate(found)}
+
+
+def write_misclassified_sheet(predictions: Predictions, positive: int, path: Path) -> Path | None:
+    predicted = (predictions.y_score >= 0.5).astype(np.int64)
+    is_positive = predictions.y_true == positive
+    wrong = np.flatnonzero(is_positive != (predicted == 1))
+    if len(wrong) == 0:
+        return None
+    return save_grid(predictions.images[torch.from_numpy(wrong[:SHEET_LIMIT])], path, 8)

@@ -1,0 +1,206 @@
+"""The `train-classifier` stage: the paper's ResNet18 with classic augmentation.
+
+Trains on the real train split, optionally with synthetic images added (scenario 2) or
+on synthetic images alone (the train-on-synthetic / test-on-real control). The model is
+selected on the real validation split (best balanced accuracy, then lowest loss); the
+test split is never looked at here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from masksynth.classify.augment import Augment
+from masksynth.classify.checkpoint import normalise, predict_proba, save_classifier
+from masksynth.classify.data import load_synthetic
+from masksynth.classify.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from masksynth.config import ClassifierConfig
+from masksynth.data import load_split
+from masksynth.device import autocast, pick_device, resolve_precision
+from masksynth.errors import MasksynthError
+from masksynth.fileio import read_json, write_json
+from masksynth.metrics.classification import binary_metrics
+from masksynth.runinfo import run_record
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "classifier.pt"
+PREPARE_KEYS = (
+    "face_crop",
+    "face_margin",
+    "face_threshold",
+    "min_side",
+    "max_pixels",
+    "alpha_background",
+)
+
+
+def train_classifier(
+    prep_dir: str | Path,
+    out_dir: str | Path,
+    config: ClassifierConfig,
+    synthetic_dir: str | Path | None = None,
+    synthetic_only: bool = False,
+) -> dict:
+    """Train, select on val, write `classifier.pt` and `train.json`; returns the summary."""
+    prep_dir, out_dir = Path(prep_dir), Path(out_dir)
+    done = out_dir / "train.json"
+    if done.is_file() and (out_dir / CHECKPOINT).is_file():
+        summary = read_json(done)
+        if summary.get("config") == json.loads(json.dumps(config.to_dict())) and summary.get(
+            "synthetic_dir"
+        ) == (str(synthetic_dir) if synthetic_dir else None):
+            log.info("%s is already trained with this config: reusing it", out_dir)
+            return summary
+    if synthetic_only and synthetic_dir is None:
+        raise MasksynthError("training on synthetic images only needs --synthetic")
+    device = pick_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    torch.manual_seed(config.seed)
+    prep_meta = read_json(prep_dir / "prepare.json")
+    real = load_split(prep_dir, "train", config.size)
+    val = load_split(prep_dir, "val", config.size)
+    classes = real.class_names
+    positive = classes.index(prep_meta["positive_class"])
+    parts = [] if synthetic_only else [(real.images, real.labels)]
+    if synthetic_dir is not None:
+        parts.append(load_synthetic(Path(synthetic_dir), classes, config.size))
+    images = torch.cat([p[0] for p in parts]).to(device)
+    labels = torch.cat([p[1] for p in parts]).to(device)
+    composition = {
+        "real": _counts(real.labels, classes) if not synthetic_only else _counts([], classes),
+        "synthetic": _counts(parts[-1][1], classes) if synthetic_dir else _counts([], classes),
+    }
+    if len(val.labels) == 0:
+        raise MasksynthError(f"{prep_dir} has an empty val split: model selection needs one")
+
+    model = build_model(config.arch, len(classes), config.weights)
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = math.ceil(len(labels) / config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
+    )
+    weight = _class_weights(labels, len(classes), config.class_weights, device)
+    augment = Augment() if config.augment else None
+    meta = {
+        "arch": config.arch,
+        "class_names": classes,
+        "positive_class": prep_meta["positive_class"],
+        "size": config.size,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "prepare": {k: prep_meta["config"][k] for k in PREPARE_KEYS},
+        "config": config.to_dict(),
+        "synthetic_dir": str(synthetic_dir) if synthetic_dir else None,
+        "synthetic_only": synthetic_only,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history_path = out_dir / "history.jsonl"
+    history_path.unlink(missing_ok=True)
+    best, started = None, time.perf_counter()
+    for epoch in range(config.epochs):
+        order = torch.randperm(
+            len(labels), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch)
+        ).to(device)
+        model.train()
+        sums = {"loss": 0.0, "correct": 0, "n": 0}
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"classifier epoch {epoch + 1}/{config.epochs}",
+            unit="step",
+            dynamic_ncols=True,
+            leave=False,
+        )
+        for step in bar:
+            batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+            x = images[batch].float() / 255.0
+            if augment is not None:
+                x = augment(x)
+            x = normalise(x, IMAGENET_MEAN, IMAGENET_STD)
+            with autocast(device, precision):
+                logits = model(x).float()
+            loss = F.cross_entropy(logits, labels[batch], weight=weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            sums["loss"] += float(loss) * len(batch)
+            sums["correct"] += int((logits.argmax(1) == labels[batch]).sum())
+            sums["n"] += len(batch)
+        model.eval()
+        probs = predict_proba(model, val.images, meta, device)
+        val_loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), val.labels))
+        scores = binary_metrics(val.labels.numpy(), probs[:, positive].numpy(), positive)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": sums["loss"] / sums["n"],
+            "train_accuracy": sums["correct"] / sums["n"],
+            "val_loss": val_loss,
+            "val_accuracy": scores["accuracy"]["value"],
+            "val_balanced_accuracy": scores["balanced_accuracy"],
+            "lr": schedule.get_last_lr()[0],
+            "seconds": time.perf_counter() - started,
+        }
+        with open(history_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        key = (scores["balanced_accuracy"] or 0.0, -val_loss)
+        if best is None or key > best[0]:
+            best = (key, epoch + 1, scores)
+            save_classifier(
+                out_dir / CHECKPOINT,
+                model,
+                {**meta, "best_epoch": epoch + 1, "val_metrics": scores},
+            )
+        log.info(
+            "epoch %d: train loss %.3f, val balanced accuracy %.4f%s",
+            epoch + 1,
+            record["train_loss"],
+            record["val_balanced_accuracy"] or float("nan"),
+            " (best)" if best[1] == epoch + 1 else "",
+        )
+    summary = {
+        "stage": "train-classifier",
+        "prep_dir": str(prep_dir.resolve()),
+        "prep_fingerprint": prep_meta["fingerprint"],
+        "config": config.to_dict(),
+        "synthetic_dir": str(synthetic_dir) if synthetic_dir else None,
+        "synthetic_only": synthetic_only,
+        "composition": composition,
+        "device": str(device),
+        "precision": precision,
+        "best_epoch": best[1],
+        "val_metrics": best[2],
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "checkpoint": str(out_dir / CHECKPOINT),
+        **run_record(),
+    }
+    write_json(done, summary)
+    return summary
+
+
+def _counts(labels, classes: list[str]) -> dict[str, int]:
+    values = np.asarray(labels.cpu() if torch.is_tensor(labels) else labels, dtype=np.int64)
+    counts = np.bincount(values, minlength=len(classes)) if len(values) else [0] * len(classes)
+    return {name: int(counts[k]) for k, name in enumerate(classes)}
+
+
+def _class_weights(
+    labels: torch.Tensor, n_classes: int, mode: str, device: torch.device
+) -> torch.Tensor | None:
+    if mode == "none":
+        return None
+    if mode != "balanced":
+        raise MasksynthError("--class-weights must be none or balanced")
+    counts = torch.bincount(labels.cpu(), minlength=n_classes).float().clamp_min(1)
+    return (counts.sum() / (n_classes * counts)).to(device)

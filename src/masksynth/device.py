@@ -1,0 +1,51 @@
+"""Where and how tensors compute: device choice and mixed precision that pays on this hardware."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import Path
+
+import torch
+
+from masksynth.errors import MasksynthError
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """'auto' takes the GPU when there is one; 'cuda' without a GPU is a user error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MasksynthError(
+            "--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto"
+        )
+    return device
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX): then autocast pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' where it is fast (most GPUs, AVX-512 BF16 CPUs), else 'fp32'."""
+    if requested not in ("auto", "fp32", "bf16"):
+        raise MasksynthError(f"--precision must be auto, fp32 or bf16 (got {requested!r})")
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for `precision` ('fp32' gives a no-op context)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,64 @@
+"""Differentiable augmentation (Zhao et al. 2020, "DiffAugment"): colour, translation, cutout.
+
+The same random transform family is applied to real and fake images in both the D and the
+G step, so D cannot memorise the few real images and G still gets useful gradients.
+Inputs and outputs are (N, C, H, W) in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def diff_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
+    """Apply each comma-separated transform of `policy` (color, translation, cutout)."""
+    for name in filter(None, (p.strip() for p in policy.split(","))):
+        if name not in TRANSFORMS:
+            raise ValueError(
+                f"unknown DiffAugment transform {name!r}: choose from {list(TRANSFORMS)}"
+            )
+        x = TRANSFORMS[name](x)
+    return x
+
+
+def _rand(x: torch.Tensor, *shape: int) -> torch.Tensor:
+    return torch.rand(x.shape[0], *shape, device=x.device, dtype=x.dtype)
+
+
+def color(x: torch.Tensor) -> torch.Tensor:
+    x = x + (_rand(x, 1, 1, 1) - 0.5)  # brightness
+    mean = x.mean(dim=1, keepdim=True)
+    x = (x - mean) * (_rand(x, 1, 1, 1) * 2) + mean  # saturation
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (_rand(x, 1, 1, 1) + 0.5) + mean  # contrast
+
+
+def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
+    """Shift by up to `ratio` of the size, filling with zeros (mid-grey in [-1, 1])."""
+    n, _, h, w = x.shape
+    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    dy = torch.randint(-sh, sh + 1, (n, 1, 1), device=x.device)
+    dx = torch.randint(-sw, sw + 1, (n, 1, 1), device=x.device)
+    ys = torch.arange(h, device=x.device)[None, :, None] + dy
+    xs = torch.arange(w, device=x.device)[None, None, :] + dx
+    padded = F.pad(x, (1, 1, 1, 1))
+    ys = (ys + 1).clamp(0, h + 1).expand(n, h, w)
+    xs = (xs + 1).clamp(0, w + 1).expand(n, h, w)
+    batch = torch.arange(n, device=x.device)[:, None, None].expand(n, h, w)
+    return padded.permute(0, 2, 3, 1)[batch, ys, xs].permute(0, 3, 1, 2)
+
+
+def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
+    """Zero (mid-grey) a random square of `ratio` of the size inside each image."""
+    n, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    y0 = torch.randint(0, h - ch + 1, (n, 1, 1), device=x.device)
+    x0 = torch.randint(0, w - cw + 1, (n, 1, 1), device=x.device)
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    inside = (ys >= y0) & (ys < y0 + ch) & (xs >= x0) & (xs < x0 + cw)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}

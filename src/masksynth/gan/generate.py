@@ -1,0 +1,36 @@
+"""Latents to uint8 images with a trained generator (for training grids and `sample`)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def latents(seed: int, class_index: int, count: int, z_dim: int) -> torch.Tensor:
+    """The latent block of one class for one seed: latent i is always the same vector."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + class_index)
+    return torch.randn(count, z_dim, 1, 1, generator=generator)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats -> uint8 (N, 3, H, W) on the CPU."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+@torch.no_grad()
+def generate(
+    generator: torch.nn.Module,
+    z: torch.Tensor,
+    labels: torch.Tensor | None,
+    device: torch.device,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Images for each latent, in fp32 and eval mode: image i depends on latent i alone."""
+    was_training = generator.training
+    generator.eval()
+    out = []
+    for start in range(0, len(z), batch_size):
+        zb = z[start : start + batch_size].to(device)
+        lb = None if labels is None else labels[start : start + batch_size].to(device)
+        out.append(to_uint8(generator(zb, lb)))
+    generator.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, 3, 64, 64, dtype=torch.uint8)

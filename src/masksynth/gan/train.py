@@ -1,0 +1,522 @@
+"""The `train-gan` stage: DCGAN training from the uint8 cache, resumable to the exact bit.
+
+Per-class mode trains one G/D pair per class, interleaved step by step, each over its own
+class once per epoch; conditional mode trains one pair over all classes. Full-state
+checkpoints are written atomically at each epoch end, every `checkpoint_minutes`, and on
+Ctrl-C; `--resume` continues from the last one exactly (same data order, noise, weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from masksynth.config import GanConfig
+from masksynth.data import load_split
+from masksynth.device import autocast as autocast_for
+from masksynth.device import pick_device, resolve_precision
+from masksynth.errors import MasksynthError
+from masksynth.fileio import read_json, write_json
+from masksynth.gan.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from masksynth.gan.diffaugment import TRANSFORMS, diff_augment
+from masksynth.gan.generate import generate, latents
+from masksynth.gan.networks import IMAGE_SIZE, Discriminator, Generator
+from masksynth.report.sheets import save_grid
+from masksynth.runinfo import run_record
+
+log = logging.getLogger(__name__)
+
+GRID_SIZE = 64
+D_WINS_AT = 0.02  # mean D(G(z)) below this (with D(x) above 1 - this) means D has won
+
+
+@dataclass
+class Unit:
+    """One G/D pair and what it learns from."""
+
+    name: str  # the class name, or 'all' for the conditional pair
+    class_index: int | None  # None: conditional over every class
+    indices: torch.Tensor  # rows of the training images it learns from
+    G: Generator
+    D: Discriminator
+    G_ema: Generator | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    count: int = 0
+    d_wins_steps: int = 0
+
+
+class Diverged(MasksynthError):
+    pass
+
+
+def train_gan(
+    prep_dir: str | Path, run_dir: str | Path, config: GanConfig, resume: bool = False
+) -> dict:
+    """Train (or resume) and return the run summary written to `gan.json`."""
+    prep_dir, run_dir = Path(prep_dir), Path(run_dir)
+    ckpt_file = checkpoint_path(run_dir)
+    state = None
+    if resume:
+        state = load_checkpoint(ckpt_file)
+        saved = dict(state["config"])
+        saved.update(epochs=config.epochs, max_minutes=config.max_minutes)
+        config = GanConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    elif ckpt_file.exists():
+        raise MasksynthError(
+            f"{run_dir} already holds a GAN run: pass --resume to continue it "
+            "or choose another --out"
+        )
+    _validate(config)
+    device = pick_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True)
+    torch.manual_seed(config.seed)
+
+    data = load_split(prep_dir, "train", IMAGE_SIZE)
+    if len(data.labels) == 0:
+        raise MasksynthError(f"{prep_dir} has no training images")
+    images = data.images.to(device)
+    labels = data.labels.to(device)
+    units = _build_units(config, data.class_names, data.labels, device)
+
+    epoch, next_step, global_step, elapsed = 0, 0, 0, 0.0
+    if state is not None:
+        _restore(units, state)
+        epoch, next_step = state["epoch"], state["next_step"]
+        global_step, elapsed = state["global_step"], state["elapsed_s"]
+        set_rng_state(state["rng"])
+        log.info("resuming %s at epoch %d, step %d", run_dir, epoch + 1, next_step)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "stage": "train-gan",
+        "prep_dir": str(prep_dir.resolve()),
+        "prep_fingerprint": read_json(prep_dir / "prepare.json")["fingerprint"],
+        "config": config.to_dict(),
+        "classes": data.class_names,
+        "device": str(device),
+        "precision": precision,
+        "train_images": dict(_class_counts(data)),
+        **run_record(),
+    }
+    write_json(run_dir / ("gan.json" if state is None else "gan-resume.json"), meta)
+
+    trainer = _Trainer(
+        config, units, images, labels, data.class_names, device, precision, run_dir, prep_dir
+    )
+    trainer.run(epoch, next_step, global_step, elapsed)
+    summary = {
+        **meta,
+        "epochs_done": trainer.epoch,
+        "steps": trainer.global_step,
+        "train_seconds": round(trainer.elapsed, 1),
+        "stopped": trainer.stop_reason,
+    }
+    if config.final_metrics and trainer.stop_reason == "done":
+        from masksynth.metrics.gan_quality import evaluate_generators
+
+        summary["metrics"] = evaluate_generators(
+            prep_dir, "test", config.metrics_samples, units, device
+        )
+        write_json(run_dir / "metrics.json", summary["metrics"])
+    write_json(run_dir / "gan.json", {**read_json(run_dir / "gan.json"), **summary})
+    return summary
+
+
+def _validate(config: GanConfig) -> None:
+    if config.mode not in ("per-class", "conditional"):
+        raise MasksynthError("--mode must be per-class or conditional")
+    if config.batch_size < 2 or config.epochs < 1:
+        raise MasksynthError("--batch-size must be >= 2 and --epochs >= 1")
+    for name in filter(None, config.diffaugment.split(",")):
+        if name.strip() not in TRANSFORMS:
+            raise MasksynthError(
+                f"unknown DiffAugment transform {name!r}: choose from {', '.join(TRANSFORMS)}"
+            )
+    if not 0 <= config.ema_decay < 1:
+        raise MasksynthError("--ema-decay must be in [0, 1)")
+
+
+def _class_counts(data) -> dict[str, int]:
+    counts = torch.bincount(data.labels, minlength=len(data.class_names)).tolist()
+    return dict(zip(data.class_names, counts, strict=True))
+
+
+def build_generator(config: GanConfig, n_classes: int) -> Generator:
+    conditional = config.mode == "conditional"
+    return Generator(config.z_dim, config.g_width, n_classes if conditional else 0)
+
+
+def _build_units(
+    config: GanConfig, classes: list[str], labels: torch.Tensor, device: torch.device
+) -> list[Unit]:
+    if config.mode == "conditional":
+        plan = [("all", None, torch.arange(len(labels)))]
+    else:
+        plan = [(name, k, torch.nonzero(labels == k).flatten()) for k, name in enumerate(classes)]
+    units = []
+    for name, class_index, indices in plan:
+        if len(indices) == 0:
+            raise MasksynthError(f"class {name!r} has no training images")
+        G = build_generator(config, len(classes)).to(device, memory_format=torch.channels_last)
+        n_cond = len(classes) if config.mode == "conditional" else 0
+        D = Discriminator(config.d_width, n_cond, config.d_norm).to(
+            device, memory_format=torch.channels_last
+        )
+        G_ema = copy.deepcopy(G).eval().requires_grad_(False) if config.ema_decay else None
+        opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=tuple(config.betas))
+        opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=tuple(config.betas))
+        units.append(Unit(name, class_index, indices.to(device), G, D, G_ema, opt_g, opt_d))
+    return units
+
+
+def _restore(units: list[Unit], state: dict) -> None:
+    for unit in units:
+        saved = state["units"][unit.name]
+        unit.G.load_state_dict(saved["G"])
+        unit.D.load_state_dict(saved["D"])
+        if unit.G_ema is not None:
+            unit.G_ema.load_state_dict(saved["G_ema"])
+        unit.opt_g.load_state_dict(saved["opt_g"])
+        unit.opt_d.load_state_dict(saved["opt_d"])
+
+
+def sampling_generator(unit: Unit) -> Generator:
+    return unit.G_ema if unit.G_ema is not None else unit.G
+
+
+class _Trainer:
+    def __init__(
+        self,
+        config: GanConfig,
+        units: list[Unit],
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        classes: list[str],
+        device: torch.device,
+        precision: str,
+        run_dir: Path,
+        prep_dir: Path,
+    ) -> None:
+        self.config, self.units, self.images, self.labels = config, units, images, labels
+        self.classes, self.device, self.precision = classes, device, precision
+        self.run_dir, self.prep_dir = run_dir, prep_dir
+        self.autocast = autocast_for(device, precision)
+        self.epoch = self.global_step = 0
+        self.elapsed = 0.0
+        self.stop_reason = ""
+        self.metrics_file = run_dir / "metrics.jsonl"
+        self._writer = None
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self, epoch: int, next_step: int, global_step: int, elapsed: float) -> None:
+        config = self.config
+        self.epoch, self.global_step, self.elapsed = epoch, global_step, elapsed
+        last_save = time.monotonic()
+        with _DeferredInterrupt() as stop:
+            self._loop(config, next_step, last_save, stop)
+
+    def _loop(self, config, next_step, last_save, stop) -> None:
+        try:
+            while self.epoch < config.epochs:
+                orders = self._epoch_orders(self.epoch)
+                steps = max(math.ceil(len(o) / config.batch_size) for o in orders)
+                bar = tqdm(
+                    total=steps,
+                    initial=next_step,
+                    unit="step",
+                    dynamic_ncols=True,
+                    desc=f"epoch {self.epoch + 1}/{config.epochs}",
+                )
+                images_done, started = 0, time.monotonic()
+                for step in range(next_step, steps):
+                    t0 = time.monotonic()
+                    for unit, order in zip(self.units, orders, strict=True):
+                        batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+                        if len(batch) >= 2:  # BatchNorm needs two samples
+                            self._train_step(unit, batch)
+                            images_done += len(batch)
+                    self.global_step += 1
+                    self.elapsed += time.monotonic() - t0
+                    next_step = step + 1
+                    if self.global_step % config.log_every_steps == 0:
+                        speed = images_done / max(time.monotonic() - started, 1e-9)
+                        bar.set_postfix_str(self._log(speed))
+                    bar.update()
+                    if stop.requested:
+                        raise KeyboardInterrupt
+                    if self._due(last_save):
+                        self._save(next_step)
+                        last_save = time.monotonic()
+                    if config.max_minutes and self.elapsed >= config.max_minutes * 60:
+                        self.stop_reason = "time limit"
+                        break
+                bar.close()
+                if self.stop_reason:
+                    self._save(next_step)
+                    return
+                self.epoch, next_step = self.epoch + 1, 0
+                self._end_of_epoch()
+                self._save(0)
+                last_save = time.monotonic()
+            self.stop_reason = "done"
+        except _ImmediateInterrupt:
+            log.warning("interrupted mid-step: the previous checkpoint is kept")
+            raise
+        except KeyboardInterrupt:
+            self._check_finite()
+            self._save(next_step)
+            log.warning(
+                "interrupted: checkpoint saved at epoch %d, step %d", self.epoch + 1, next_step
+            )
+            raise
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+
+    def _epoch_orders(self, epoch: int) -> list[torch.Tensor]:
+        """A fixed shuffle per (seed, epoch, unit): resuming mid-epoch sees the same order."""
+        orders = []
+        for k, unit in enumerate(self.units):
+            gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch * 101 + k)
+            orders.append(
+                unit.indices[
+                    torch.randperm(len(unit.indices), generator=gen).to(unit.indices.device)
+                ]
+            )
+        return orders
+
+    def _due(self, last_save: float) -> bool:
+        every = self.config.checkpoint_every_steps
+        if every and self.global_step % every == 0:
+            return True
+        return time.monotonic() - last_save >= self.config.checkpoint_minutes * 60
+
+    # -- one step ---------------------------------------------------------------------------
+    def _real_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        real = self.images[batch].float().div_(127.5).sub_(1.0)
+        if self.config.xflip:
+            flip = torch.rand(len(batch), device=self.device) < 0.5
+            real = torch.where(flip[:, None, None, None], real.flip(3), real)
+        real = real.contiguous(memory_format=torch.channels_last)
+        labels = self.labels[batch] if self.config.mode == "conditional" else None
+        return real, labels
+
+    def _train_step(self, unit: Unit, batch: torch.Tensor) -> None:
+        config = self.config
+        real, labels = self._real_batch(batch)
+        z = torch.randn(len(batch), config.z_dim, 1, 1, device=self.device)
+        policy = config.diffaugment
+        with self.autocast:
+            fake = unit.G(z, labels)
+            d_real = unit.D(diff_augment(real, policy), labels).float()
+            d_fake = unit.D(diff_augment(fake.detach(), policy), labels).float()
+            loss_d = F.binary_cross_entropy_with_logits(
+                d_real, torch.ones_like(d_real)
+            ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        unit.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        unit.opt_d.step()
+        with self.autocast:
+            d_gen = unit.D(diff_augment(fake, policy), labels).float()
+            loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+        unit.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        unit.opt_g.step()
+        if unit.G_ema is not None:
+            # Warm-up: early weights change fast, so a long average would mix bad generators.
+            steps = unit.opt_g.state[next(iter(unit.G.parameters()))]["step"]
+            decay = min(config.ema_decay, (1.0 + float(steps)) / (10.0 + float(steps)))
+            _ema_update(unit.G_ema, unit.G, decay)
+        values = {
+            "loss_d": loss_d.detach(),
+            "loss_g": loss_g.detach(),
+            "d_real": torch.sigmoid(d_real.detach()).mean(),
+            "d_fake": torch.sigmoid(d_fake.detach()).mean(),
+        }
+        for key, value in values.items():
+            unit.sums[key] = unit.sums.get(key, 0.0) + value
+        unit.count += 1
+
+    # -- watching, logging, saving -----------------------------------------------------
+    def _log(self, speed: float) -> str:
+        self._check_finite()
+        shown = []
+        for unit in self.units:
+            if not unit.count:
+                continue
+            means = {k: float(v) / unit.count for k, v in unit.sums.items()}
+            record = {
+                "step": self.global_step,
+                "epoch": self.epoch + 1,
+                "unit": unit.name,
+                **{k: round(v, 5) for k, v in means.items()},
+                "img_per_s": round(speed, 1),
+                "train_s": round(self.elapsed, 1),
+            }
+            with open(self.metrics_file, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            writer = self._tensorboard()
+            if writer is not None:
+                for key, value in means.items():
+                    writer.add_scalar(f"{unit.name}/{key}", value, self.global_step)
+            self._watch_balance(unit, means)
+            shown.append(
+                f"{unit.name[:10]} D {means['loss_d']:.2f} G {means['loss_g']:.2f} "
+                f"D(x) {means['d_real']:.2f} D(G(z)) {means['d_fake']:.2f}"
+            )
+            unit.sums, unit.count = {}, 0
+        return " | ".join(shown) + f" | {speed:.0f} img/s"
+
+    def _check_finite(self) -> None:
+        for unit in self.units:
+            for key in ("loss_d", "loss_g"):
+                value = unit.sums.get(key)
+                if value is not None and not math.isfinite(float(value)):
+                    raise Diverged(
+                        f"training diverged ({unit.name}: {key} is {float(value)}) at epoch "
+                        f"{self.epoch + 1}, step {self.global_step}; the last good checkpoint "
+                        f"is kept at {checkpoint_path(self.run_dir)}: lower --lr-g/--lr-d or "
+                        "use --precision fp32"
+                    )
+
+    def _watch_balance(self, unit: Unit, means: dict[str, float]) -> None:
+        if means["d_fake"] < D_WINS_AT and means["d_real"] > 1 - D_WINS_AT:
+            unit.d_wins_steps += self.config.log_every_steps
+            if unit.d_wins_steps == 20 * self.config.log_every_steps:
+                log.warning(
+                    "%s: the discriminator has won outright for %d steps "
+                    "(D(x) %.3f, D(G(z)) %.3f): G gets no signal. Try DiffAugment "
+                    "(--preset best), a lower --lr-d or more data.",
+                    unit.name,
+                    unit.d_wins_steps,
+                    means["d_real"],
+                    means["d_fake"],
+                )
+        else:
+            unit.d_wins_steps = 0
+
+    def _tensorboard(self):
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional: JSONL is always written
+                self._writer = False
+                return None
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._writer or None
+
+    def _end_of_epoch(self) -> None:
+        grids = self.run_dir / "grids"
+        for k, name in enumerate(self.classes):
+            unit = self._unit_for(k)
+            z = latents(self.config.seed, k, GRID_SIZE, self.config.z_dim)
+            labels = torch.full((GRID_SIZE,), k) if unit.class_index is None else None
+            images = generate(sampling_generator(unit), z, labels, self.device)
+            save_grid(images, grids / name / f"epoch_{self.epoch:04d}.png")
+            save_grid(images, grids / f"{name}.png")
+            writer = self._tensorboard()
+            if writer is not None:
+                writer.add_images(f"{name}/samples", images[:16], self.epoch)
+        every = self.config.metrics_every_epochs
+        if every and self.epoch % every == 0 and self.epoch < self.config.epochs:
+            from masksynth.metrics.gan_quality import evaluate_generators
+
+            scores = evaluate_generators(
+                self.prep_dir, "val", self.config.metrics_samples, self.units, self.device
+            )
+            with open(self.metrics_file, "a", encoding="utf-8") as handle:
+                handle.write(
+                    json.dumps(
+                        {"step": self.global_step, "epoch": self.epoch, "split": "val", **scores}
+                    )
+                    + "\n"
+                )
+
+    def _unit_for(self, class_index: int) -> Unit:
+        for unit in self.units:
+            if unit.class_index in (None, class_index):
+                return unit
+        raise KeyError(class_index)
+
+    def _save(self, next_step: int) -> None:
+        self._check_finite()
+        units = {}
+        for unit in self.units:
+            units[unit.name] = {
+                "G": unit.G.state_dict(),
+                "D": unit.D.state_dict(),
+                "opt_g": unit.opt_g.state_dict(),
+                "opt_d": unit.opt_d.state_dict(),
+                **({"G_ema": unit.G_ema.state_dict()} if unit.G_ema is not None else {}),
+            }
+        save_checkpoint(
+            checkpoint_path(self.run_dir),
+            {
+                "config": self.config.to_dict(),
+                "classes": self.classes,
+                "unit_classes": {u.name: u.class_index for u in self.units},
+                "epoch": self.epoch,
+                "next_step": next_step,
+                "global_step": self.global_step,
+                "elapsed_s": self.elapsed,
+                "rng": rng_state(),
+                "units": units,
+            },
+        )
+
+
+class _ImmediateInterrupt(KeyboardInterrupt):
+    pass
+
+
+class _DeferredInterrupt:
+    """Ctrl-C takes effect between two steps, so the saved state is a consistent one.
+
+    A second Ctrl-C interrupts at once (the last checkpoint is then the one kept).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise _ImmediateInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+        p_ema.lerp_(p.detach(), 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)  # BatchNorm statistics follow the live generator

@@ -1,0 +1,76 @@
+"""Figures of the experiment report (matplotlib, written as PNG files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from masksynth.fileio import atomic_open  # noqa: E402
+
+COLOURS = {"real": "#2f6fab", "real+synthetic": "#d9822b", "synthetic-only": "#7a7a7a"}
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def confusion_matrices(confusions: dict[str, dict], positive: str, negative: str,
+                       path: Path) -> Path:
+    """One 2x2 matrix per scenario (counts summed over seeds), positive class first."""
+    fig, axes = plt.subplots(1, len(confusions), figsize=(3.6 * len(confusions), 3.3))
+    for ax, (name, c) in zip(np.atleast_1d(axes), confusions.items(), strict=True):
+        matrix = np.array([[c["tp"], c["fn"]], [c["fp"], c["tn"]]])
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, str(value), ha="center", va="center",
+                    color="white" if value > matrix.max() / 2 else "black", fontsize=12)
+        ax.set_xticks([0, 1], [f"pred. {positive}", f"pred. {negative}"], fontsize=8)
+        ax.set_yticks([0, 1], [positive, negative], fontsize=8)
+        ax.set_title(name, fontsize=10)
+    fig.suptitle("Confusion matrices on the real test split (all seeds summed)", fontsize=10)
+    return _save(fig, path)
+
+
+def roc_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Path) -> Path:
+    """ROC of each scenario and seed; y_true is 1 for the positive class."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    for name, runs in curves.items():
+        for k, (y_true, y_score) in enumerate(runs):
+            if 0 < y_true.sum() < len(y_true):
+                fpr, tpr, _ = roc_curve(y_true, y_score)
+                ax.plot(fpr, tpr, color=COLOURS.get(name, "k"), alpha=0.8, lw=1.3,
+                        label=name if k == 0 else None)
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title("ROC on the real test split (one line per seed)", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def training_curves(histories: dict[str, list[list[dict]]], path: Path) -> Path:
+    """Train loss and val balanced accuracy per epoch, per scenario and seed."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, runs in histories.items():
+        for k, history in enumerate(runs):
+            epochs = [h["epoch"] for h in history]
+            kwargs = {"color": COLOURS.get(name, "k"), "alpha": 0.8,
+                      "label": name if k == 0 else None}
+            left.plot(epochs, [h["train_loss"] for h in history], **kwargs)
+            right.plot(epochs, [h["val_balanced_accuracy"] for h in history], **kwargs)
+    left.set_title("training loss", fontsize=10)
+    right.set_title("validation balanced accuracy (model selection)", fontsize=10)
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
