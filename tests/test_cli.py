@@ -39,3 +39,20 @@ def test_user_errors_are_one_line(args, message, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("masksynth: error: ") and message in lines[0]
+
+
+def test_every_cli_option_reaches_the_code():
+    """Each parameter of each command is used in its body (an option that is parsed but
+    silently dropped is a bug users cannot see)."""
+    import inspect
+
+    import typer
+
+    from masksynth import cli
+
+    for command in typer.main.get_command(cli.app).commands.values():
+        function = command.callback
+        source = inspect.getsource(function)
+        body = source[source.index(") -> None:") :]
+        for name in inspect.signature(function).parameters:
+            assert f"{name}" in body.replace(f"{name}:", ""), (command.name, name)

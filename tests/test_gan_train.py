@@ -162,3 +162,46 @@ def test_killed_run_resumes_to_the_same_weights(tiny_prep, tmp_path):
             for key, value in a["units"][unit][part].items():
                 assert torch.equal(value, b["units"][unit][part][key]), (unit, part, key)
     assert a["global_step"] == b["global_step"]
+
+
+def test_ctrl_c_saves_a_consistent_checkpoint_and_exits_cleanly(tiny_prep, tmp_path):
+    run = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "masksynth.cli",
+            "train-gan",
+            str(tiny_prep),
+            "--out",
+            str(run),
+            "--preset",
+            "paper",
+            "--epochs",
+            "50",
+            "--g-width",
+            "8",
+            "--d-width",
+            "8",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--no-final-metrics",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not checkpoint_path(run).is_file() and time.time() < deadline:
+        time.sleep(0.05)  # the first checkpoint comes at the end of epoch 1
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted; run the same command again to resume" in stderr
+    assert "Traceback" not in stderr
+    state = load_checkpoint(checkpoint_path(run))
+    assert 1 <= state["epoch"] < 50
+    summary = train_gan(tiny_prep, run, _tiny(epochs=state["epoch"] + 1), resume=True)
+    assert summary["stopped"] == "done" and summary["epochs_done"] == state["epoch"] + 1

@@ -139,6 +139,7 @@ class ExperimentConfig:
     classifier_epochs: int = 5
     gan_preset: str = "quick"
     gan_epochs: int | None = None  # None: the GAN preset's
+    gan_metrics_samples: int | None = None  # fakes per class for FID/KID/PRDC; None: preset's
     group_by: str | None = None
     control: bool = True  # also train on synthetic only and test on real
     device: str = "auto"
@@ -159,7 +160,8 @@ def experiment_config(preset: str = "quick", **overrides) -> ExperimentConfig:
     if preset not in EXPERIMENT_PRESETS:
         from masksynth.errors import MasksynthError
 
-        raise MasksynthError(f"unknown preset {preset!r}: choose from "
-                             f"{', '.join(EXPERIMENT_PRESETS)}")
+        raise MasksynthError(
+            f"unknown preset {preset!r}: choose from {', '.join(EXPERIMENT_PRESETS)}"
+        )
     values = {**EXPERIMENT_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
     return ExperimentConfig(preset=preset, **values)

@@ -47,8 +47,9 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
     sizes = tuple(sorted({64, config.size}))
     prep_dir = run_dir / "prep"
     log.info("1/4 prepare")
-    prep = timed("prepare", prepare, data_dir, prep_dir,
-                 PrepareConfig(sizes=sizes, group_by=config.group_by))
+    prep = timed(
+        "prepare", prepare, data_dir, prep_dir, PrepareConfig(sizes=sizes, group_by=config.group_by)
+    )
 
     log.info("2/4 train the GAN (%s preset)", config.gan_preset)
     gan_dir = run_dir / "gan"
@@ -56,25 +57,46 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
     synth_dir = run_dir / "synthetic"
     timed("sample", sample, gan_dir, synth_dir, config.synthetic_per_class, 0, config.device)
 
-    log.info("3/4 classifiers: %d seed(s) x %s", config.seeds,
-             ", ".join(s for s in SCENARIOS if s != "synthetic-only" or config.control))
-    runs: dict[str, list[dict]] = {s: [] for s in SCENARIOS if s != "synthetic-only"
-                                   or config.control}
+    log.info(
+        "3/4 classifiers: %d seed(s) x %s",
+        config.seeds,
+        ", ".join(s for s in SCENARIOS if s != "synthetic-only" or config.control),
+    )
+    runs: dict[str, list[dict]] = {
+        s: [] for s in SCENARIOS if s != "synthetic-only" or config.control
+    }
     for seed in range(config.seeds):
         for scenario in runs:
-            runs[scenario].append(timed(f"classifier {scenario}", _classify, scenario, seed,
-                                        prep_dir, synth_dir, run_dir, config))
+            runs[scenario].append(
+                timed(
+                    f"classifier {scenario}",
+                    _classify,
+                    scenario,
+                    seed,
+                    prep_dir,
+                    synth_dir,
+                    run_dir,
+                    config,
+                )
+            )
 
     log.info("4/4 statistics and report")
     positive = prep["classes"].index(prep["positive_class"])
     comparisons = _compare(runs["real"], runs["real+synthetic"], positive)
     results = {
-        "stage": "experiment", "data_dir": str(data_dir.resolve()), "config": config.to_dict(),
-        "positive_class": prep["positive_class"], "classes": prep["classes"],
+        "stage": "experiment",
+        "data_dir": str(data_dir.resolve()),
+        "config": config.to_dict(),
+        "positive_class": prep["positive_class"],
+        "classes": prep["classes"],
         "prepare": {"dir": str(prep_dir), "counts": prep["counts"]},
-        "gan": {"dir": str(gan_dir), "preset": config.gan_preset,
-                "epochs": gan.get("epochs_done"), "train_seconds": gan.get("train_seconds"),
-                "metrics": gan.get("metrics")},
+        "gan": {
+            "dir": str(gan_dir),
+            "preset": config.gan_preset,
+            "epochs": gan.get("epochs_done"),
+            "train_seconds": gan.get("train_seconds"),
+            "metrics": gan.get("metrics"),
+        },
         "synthetic_dir": str(synth_dir),
         "scenarios": {name: [_public(r) for r in results_] for name, results_ in runs.items()},
         "summary": {name: _summarise(results_) for name, results_ in runs.items()},
@@ -90,7 +112,12 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
 
 
 def _train_or_resume_gan(prep_dir: Path, gan_dir: Path, config: ExperimentConfig) -> dict:
-    gan_cfg = gan_config(config.gan_preset, epochs=config.gan_epochs, device=config.device)
+    gan_cfg = gan_config(
+        config.gan_preset,
+        epochs=config.gan_epochs,
+        device=config.device,
+        metrics_samples=config.gan_metrics_samples,
+    )
     summary_file = gan_dir / "gan.json"
     if summary_file.is_file():
         summary = read_json(summary_file)
@@ -101,27 +128,51 @@ def _train_or_resume_gan(prep_dir: Path, gan_dir: Path, config: ExperimentConfig
     return train_gan(prep_dir, gan_dir, gan_cfg, resume=resume)
 
 
-def _classify(scenario: str, seed: int, prep_dir: Path, synth_dir: Path, run_dir: Path,
-              config: ExperimentConfig) -> dict:
+def _classify(
+    scenario: str,
+    seed: int,
+    prep_dir: Path,
+    synth_dir: Path,
+    run_dir: Path,
+    config: ExperimentConfig,
+) -> dict:
     folder = run_dir / "classifiers" / scenario / f"seed{seed}"
-    classifier_cfg = ClassifierConfig(arch=config.arch, weights=config.weights, size=config.size,
-                                      epochs=config.classifier_epochs, seed=seed,
-                                      device=config.device)
+    classifier_cfg = ClassifierConfig(
+        arch=config.arch,
+        weights=config.weights,
+        size=config.size,
+        epochs=config.classifier_epochs,
+        seed=seed,
+        device=config.device,
+    )
     synthetic = synth_dir if scenario != "real" else None
-    summary = train_classifier(prep_dir, folder, classifier_cfg, synthetic,
-                               synthetic_only=scenario == "synthetic-only")
-    metrics, predictions = evaluate(folder / "classifier.pt", prep_dir, "test",
-                                    folder / "misclassified.png", config.device)
+    summary = train_classifier(
+        prep_dir, folder, classifier_cfg, synthetic, synthetic_only=scenario == "synthetic-only"
+    )
+    metrics, predictions = evaluate(
+        folder / "classifier.pt", prep_dir, "test", folder / "misclassified.png", config.device
+    )
     write_json(folder / "test_metrics.json", metrics)
-    np.savez(folder / "test_predictions.npz", y_true=predictions.y_true,
-             y_score=predictions.y_score, sources=np.array(predictions.sources))
-    history = [json.loads(line)
-               for line in (folder / "history.jsonl").read_text().splitlines()]
-    return {"seed": seed, "dir": str(folder), "checkpoint": str(folder / "classifier.pt"),
-            "composition": summary["composition"], "best_epoch": summary["best_epoch"],
-            "train_seconds": summary["train_seconds"], "test": metrics,
-            "history": history, "y_true": predictions.y_true, "y_score": predictions.y_score,
-            "misclassified": str(folder / "misclassified.png")}
+    np.savez(
+        folder / "test_predictions.npz",
+        y_true=predictions.y_true,
+        y_score=predictions.y_score,
+        sources=np.array(predictions.sources),
+    )
+    history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+    return {
+        "seed": seed,
+        "dir": str(folder),
+        "checkpoint": str(folder / "classifier.pt"),
+        "composition": summary["composition"],
+        "best_epoch": summary["best_epoch"],
+        "train_seconds": summary["train_seconds"],
+        "test": metrics,
+        "history": history,
+        "y_true": predictions.y_true,
+        "y_score": predictions.y_score,
+        "misclassified": str(folder / "misclassified.png"),
+    }
 
 
 def _public(result: dict) -> dict:
@@ -147,10 +198,19 @@ def _compare(real: list[dict], augmented: list[dict], positive_index: int) -> di
         positive = a["y_true"] == positive_index
         correct_a = (a["y_score"] >= 0.5) == positive
         correct_b = (b["y_score"] >= 0.5) == positive
-        per_seed.append({"seed": a["seed"], "mcnemar": mcnemar_test(correct_a, correct_b),
-                         "bootstrap_accuracy_difference": paired_bootstrap(
-                             correct_a, correct_b, seed=a["seed"])})
+        per_seed.append(
+            {
+                "seed": a["seed"],
+                "mcnemar": mcnemar_test(correct_a, correct_b),
+                "bootstrap_accuracy_difference": paired_bootstrap(
+                    correct_a, correct_b, seed=a["seed"]
+                ),
+            }
+        )
     diffs = [s["bootstrap_accuracy_difference"]["difference"] for s in per_seed]
-    return {"a": "real", "b": "real+synthetic", "per_seed": per_seed,
-            "accuracy_difference": mean_sd(diffs)}
-
+    return {
+        "a": "real",
+        "b": "real+synthetic",
+        "per_seed": per_seed,
+        "accuracy_difference": mean_sd(diffs),
+    }

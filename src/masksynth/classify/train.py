@@ -135,7 +135,7 @@ def train_classifier(
             loss.backward()
             optimizer.step()
             schedule.step()
-            sums["loss"] += float(loss) * len(batch)
+            sums["loss"] += loss.item() * len(batch)
             sums["correct"] += int((logits.argmax(1) == labels[batch]).sum())
             sums["n"] += len(batch)
         model.eval()

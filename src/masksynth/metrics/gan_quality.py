@@ -71,14 +71,21 @@ def quality(real: np.ndarray, fake: np.ndarray) -> dict[str, float | int]:
             f"FID needs at least 2 real and 2 fake images (got {len(real)} and {len(fake)})"
         )
     kid_mean, kid_std = kid(real, fake)
-    k = min(PRDC_K, len(real) - 1, len(fake) - 1)
+    # PRDC's k-th neighbour excludes the point itself: k may be at most n - 2.
+    k = min(PRDC_K, len(real) - 2, len(fake) - 2)
+    manifold = (
+        prdc(real, fake, k)
+        if k >= 1
+        else dict.fromkeys(("precision", "recall", "density", "coverage"))
+    )
     return {
         "fid": round(fid(real, fake), 3),
         "kid": round(kid_mean, 5),
         "kid_std": round(kid_std, 5),
-        **{k2: round(v, 4) for k2, v in prdc(real, fake, k).items()},
+        **{key: None if v is None else round(v, 4) for key, v in manifold.items()},
         "n_real": len(real),
         "n_fake": len(fake),
+        "prdc_k": max(k, 0),
     }
 
 

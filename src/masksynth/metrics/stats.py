@@ -13,21 +13,30 @@ def mcnemar_test(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     table = [[int((a & b).sum()), only_a], [only_b, int((~a & ~b).sum())]]
     exact = only_a + only_b < 25
     result = mcnemar(table, exact=exact, correction=not exact)
-    return {"only_a_correct": only_a, "only_b_correct": only_b, "exact": exact,
-            "statistic": float(result.statistic), "p_value": float(result.pvalue)}
+    return {
+        "only_a_correct": only_a,
+        "only_b_correct": only_b,
+        "exact": exact,
+        "statistic": float(result.statistic),
+        "p_value": float(result.pvalue),
+    }
 
 
-def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, reps: int = 2000,
-                     seed: int = 0) -> dict:
+def paired_bootstrap(
+    correct_a: np.ndarray, correct_b: np.ndarray, reps: int = 2000, seed: int = 0
+) -> dict:
     """Accuracy difference b - a with a 95 % percentile interval over resampled test images."""
     a, b = np.asarray(correct_a, float), np.asarray(correct_b, float)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(a), size=(reps, len(a)))
     diffs = b[idx].mean(axis=1) - a[idx].mean(axis=1)
     low, high = np.percentile(diffs, [2.5, 97.5])
-    return {"difference": round(float(b.mean() - a.mean()), 6),
-            "ci95": [round(float(low), 6), round(float(high), 6)], "reps": reps,
-            "share_b_better": round(float((diffs > 0).mean()), 4)}
+    return {
+        "difference": round(float(b.mean() - a.mean()), 6),
+        "ci95": [round(float(low), 6), round(float(high), 6)],
+        "reps": reps,
+        "share_b_better": round(float((diffs > 0).mean()), 4),
+    }
 
 
 def mean_sd(values: list[float | None]) -> dict:

@@ -36,8 +36,9 @@ class Document:
         self.blocks.append(("paragraph", text, style))
 
     def table(self, head: list, rows: list[list], caption: str = "") -> None:
-        self.blocks.append(("table", [str(h) for h in head],
-                            [[_cell(v) for v in row] for row in rows], caption))
+        self.blocks.append(
+            ("table", [str(h) for h in head], [[_cell(v) for v in row] for row in rows], caption)
+        )
 
     def image(self, path: Path | str, caption: str) -> None:
         self.blocks.append(("image", Path(path), caption))
@@ -56,17 +57,20 @@ class Document:
                     out.append(f"*{caption}*\n")
                 out.append("| " + " | ".join(head) + " |")
                 out.append("|" + "|".join("---" for _ in head) + "|")
-                out += ["| " + " | ".join(r.replace("|", "\\|") for r in row) + " |"
-                        for row in rows]
+                out += [
+                    "| " + " | ".join(r.replace("|", "\\|") for r in row) + " |" for row in rows
+                ]
                 out.append("")
             elif kind == "image":
                 out.append(f"![{block[2]}]({self._relative(block[1])})\n\n*{block[2]}*\n")
         return "\n".join(out)
 
     def html(self) -> str:
-        out = ["<!doctype html><html><head><meta charset='utf-8'>",
-               f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>",
-               f"<h1>{html.escape(self.title)}</h1>"]
+        out = [
+            "<!doctype html><html><head><meta charset='utf-8'>",
+            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>",
+            f"<h1>{html.escape(self.title)}</h1>",
+        ]
         for block in self.blocks:
             kind = block[0]
             if kind == "heading":
@@ -76,16 +80,21 @@ class Document:
                 out.append(f"<p{css}>{_inline(block[1])}</p>")
             elif kind == "table":
                 _, head, rows, caption = block
-                out.append("<table>" + (f"<caption>{html.escape(caption)}</caption>"
-                                        if caption else ""))
+                out.append(
+                    "<table>" + (f"<caption>{html.escape(caption)}</caption>" if caption else "")
+                )
                 out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
-                out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>"
-                        for row in rows]
+                out += [
+                    "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>"
+                    for row in rows
+                ]
                 out.append("</table>")
             elif kind == "image":
-                out.append(f"<figure><img alt='{html.escape(block[2])}' "
-                           f"src='{self._data_uri(block[1])}'><figcaption>"
-                           f"{html.escape(block[2])}</figcaption></figure>")
+                out.append(
+                    f"<figure><img alt='{html.escape(block[2])}' "
+                    f"src='{self._data_uri(block[1])}'><figcaption>"
+                    f"{html.escape(block[2])}</figcaption></figure>"
+                )
         out.append("</body></html>")
         return "\n".join(out)
 

@@ -24,16 +24,24 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def confusion_matrices(confusions: dict[str, dict], positive: str, negative: str,
-                       path: Path) -> Path:
+def confusion_matrices(
+    confusions: dict[str, dict], positive: str, negative: str, path: Path
+) -> Path:
     """One 2x2 matrix per scenario (counts summed over seeds), positive class first."""
     fig, axes = plt.subplots(1, len(confusions), figsize=(3.6 * len(confusions), 3.3))
     for ax, (name, c) in zip(np.atleast_1d(axes), confusions.items(), strict=True):
         matrix = np.array([[c["tp"], c["fn"]], [c["fp"], c["tn"]]])
         ax.imshow(matrix, cmap="Blues")
         for (i, j), value in np.ndenumerate(matrix):
-            ax.text(j, i, str(value), ha="center", va="center",
-                    color="white" if value > matrix.max() / 2 else "black", fontsize=12)
+            ax.text(
+                j,
+                i,
+                str(value),
+                ha="center",
+                va="center",
+                color="white" if value > matrix.max() / 2 else "black",
+                fontsize=12,
+            )
         ax.set_xticks([0, 1], [f"pred. {positive}", f"pred. {negative}"], fontsize=8)
         ax.set_yticks([0, 1], [positive, negative], fontsize=8)
         ax.set_title(name, fontsize=10)
@@ -48,8 +56,14 @@ def roc_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Pat
         for k, (y_true, y_score) in enumerate(runs):
             if 0 < y_true.sum() < len(y_true):
                 fpr, tpr, _ = roc_curve(y_true, y_score)
-                ax.plot(fpr, tpr, color=COLOURS.get(name, "k"), alpha=0.8, lw=1.3,
-                        label=name if k == 0 else None)
+                ax.plot(
+                    fpr,
+                    tpr,
+                    color=COLOURS.get(name, "k"),
+                    alpha=0.8,
+                    lw=1.3,
+                    label=name if k == 0 else None,
+                )
     ax.plot([0, 1], [0, 1], ls=":", color="grey")
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
@@ -64,8 +78,11 @@ def training_curves(histories: dict[str, list[list[dict]]], path: Path) -> Path:
     for name, runs in histories.items():
         for k, history in enumerate(runs):
             epochs = [h["epoch"] for h in history]
-            kwargs = {"color": COLOURS.get(name, "k"), "alpha": 0.8,
-                      "label": name if k == 0 else None}
+            kwargs = {
+                "color": COLOURS.get(name, "k"),
+                "alpha": 0.8,
+                "label": name if k == 0 else None,
+            }
             left.plot(epochs, [h["train_loss"] for h in history], **kwargs)
             right.plot(epochs, [h["val_balanced_accuracy"] for h in history], **kwargs)
     left.set_title("training loss", fontsize=10)

@@ -1,0 +1,226 @@
+"""report.md and a self-contained report.html for `masksynth experiment`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from masksynth.classify.data import load_synthetic
+from masksynth.fileio import write_text
+from masksynth.report import plots
+from masksynth.report.document import Document
+from masksynth.report.sheets import save_grid
+
+PAPER = {  # the paper's Table 4 (without_mask positive), for orientation only
+    "real": {"sensitivity": 0.7500, "specificity": 0.9821, "accuracy": 0.9372},  # 1104/1178
+    "real+synthetic": {"sensitivity": 0.8815, "specificity": 0.9728, "accuracy": 0.9550},
+}
+RATES = ("sensitivity", "specificity", "accuracy")
+
+
+def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[dict]]) -> None:
+    figures = run_dir / "figures"
+    classes, positive = results["classes"], results["positive_class"]
+    negative = next(c for c in classes if c != positive)
+    doc = Document("masksynth experiment: GAN augmentation for mask classification", run_dir)
+
+    doc.paragraph(_verdict(results), style="verdict")
+    config = results["config"]
+    doc.paragraph(
+        f"Data `{results['data_dir']}`; preset **{config['preset']}**; "
+        f"{config['seeds']} seed(s); classifier `{config['arch']}` "
+        f"(weights: {config['weights']}) at {config['size']} px for "
+        f"{config['classifier_epochs']} epochs; positive class **{positive}** "
+        f"(sensitivity = share of {positive} test faces found). Total time "
+        f"{results['timings_s']['total'] / 60:.1f} min."
+    )
+
+    doc.heading("Training composition (the paper's Table 3)")
+    head = [
+        "scenario",
+        *(f"real {c}" for c in classes),
+        *(f"synthetic {c}" for c in classes),
+        "total",
+    ]
+    rows = []
+    for name, seeds in runs.items():
+        comp = seeds[0]["composition"]
+        values = [comp["real"][c] for c in classes] + [comp["synthetic"][c] for c in classes]
+        rows.append([name, *values, sum(values)])
+    test = results["prepare"]["counts"]["splits"]["test"]
+    val = results["prepare"]["counts"]["splits"]["val"]
+    doc.table(head, rows, caption="images per class used for training")
+    doc.paragraph(
+        "Every scenario is selected on the same real validation split ("
+        + ", ".join(f"{c} {val.get(c, 0)}" for c in classes)
+        + ") and tested on the "
+        "same real test split ("
+        + ", ".join(f"{c} {test.get(c, 0)}" for c in classes)
+        + "), which neither the GAN nor any classifier saw."
+    )
+
+    doc.heading("Test metrics (the paper's Table 4)")
+    head = [
+        "scenario",
+        "seed",
+        "sensitivity",
+        "specificity",
+        "accuracy",
+        "balanced acc.",
+        "F1",
+        "ROC AUC",
+    ]
+    rows = []
+    for name, seeds in runs.items():
+        for r in seeds:
+            t = r["test"]
+            rows.append(
+                [
+                    name,
+                    r["seed"],
+                    *(_rate(t[k]) for k in RATES),
+                    t["balanced_accuracy"],
+                    t["f1"],
+                    t["roc_auc"],
+                ]
+            )
+        s = results["summary"][name]
+        rows.append(
+            [
+                f"**{name}**",
+                "mean ± sd",
+                *(_mean_sd(s[k]) for k in RATES),
+                _mean_sd(s["balanced_accuracy"]),
+                _mean_sd(s["f1"]),
+                _mean_sd(s["roc_auc"]),
+            ]
+        )
+    for name, ref in PAPER.items():
+        rows.append([f"paper: {name}", "1 run", *(_pct(ref[k]) for k in RATES), "", "", ""])
+    doc.table(head, rows, caption="rates with Wilson 95 % intervals; k/n in the JSON")
+
+    doc.heading("Is scenario 2 better? Paired tests on the same test images")
+    rows = []
+    for s in results["comparison"]["per_seed"]:
+        m, b = s["mcnemar"], s["bootstrap_accuracy_difference"]
+        rows.append(
+            [
+                s["seed"],
+                f"{b['difference']:+.4f}",
+                f"[{b['ci95'][0]:+.4f}, {b['ci95'][1]:+.4f}]",
+                m["only_a_correct"],
+                m["only_b_correct"],
+                f"{m['p_value']:.4f}",
+            ]
+        )
+    doc.table(
+        [
+            "seed",
+            "accuracy (2) - (1)",
+            "bootstrap 95 % CI",
+            "only (1) right",
+            "only (2) right",
+            "McNemar p",
+        ],
+        rows,
+    )
+
+    confusions = {name: _summed_confusion(seeds) for name, seeds in runs.items()}
+    doc.image(
+        plots.confusion_matrices(confusions, positive, negative, figures / "confusion.png"),
+        "confusion matrices",
+    )
+    positive_index = classes.index(positive)
+    curves = {
+        name: [((r["y_true"] == positive_index).astype(int), r["y_score"]) for r in seeds]
+        for name, seeds in runs.items()
+    }
+    doc.image(plots.roc_curves(curves, figures / "roc.png"), "ROC curves")
+    histories = {name: [r["history"] for r in seeds] for name, seeds in runs.items()}
+    doc.image(plots.training_curves(histories, figures / "training.png"), "training curves")
+
+    doc.heading("Synthetic faces")
+    gan = results["gan"]
+    doc.paragraph(
+        f"GAN preset **{gan['preset']}**, {gan['epochs']} epochs in "
+        f"{(gan['train_seconds'] or 0) / 60:.1f} min of training; "
+        f"{config['synthetic_per_class']} images per class in `synthetic/`."
+    )
+    if gan.get("metrics"):
+        doc.table(
+            ["class", "FID", "KID", "precision", "recall", "density", "coverage", "n fake"],
+            [
+                [
+                    c,
+                    m["fid"],
+                    m["kid"],
+                    m["precision"],
+                    m["recall"],
+                    m["density"],
+                    m["coverage"],
+                    m["n_fake"],
+                ]
+                for c, m in gan["metrics"].items()
+            ],
+            caption="quality against the real test split (Inception-v3 features; "
+            "lower FID/KID and higher precision/recall are better)",
+        )
+    images, labels = load_synthetic(Path(results["synthetic_dir"]), classes, 64, per_class=32)
+    for k, name in enumerate(classes):
+        grid = save_grid(images[labels == k], figures / f"synthetic_{name}.png", 8)
+        doc.image(grid, f"synthetic {name} (first 32)")
+
+    doc.heading("Misclassified test faces (seed 0)")
+    for name, seeds in runs.items():
+        path = Path(seeds[0]["misclassified"])
+        if path.is_file():
+            doc.image(path, f"{name}: misclassified test images")
+
+    doc.heading("Reproduce")
+    doc.paragraph(
+        f"`{results['command']}` (masksynth {results['versions']['masksynth']}, "
+        f"torch {results['versions']['torch']}). Every number above is in "
+        "`results.json`; each stage's folder holds its own config and log."
+    )
+    write_text(run_dir / "report.md", doc.markdown())
+    write_text(run_dir / "report.html", doc.html())
+
+
+def _verdict(results: dict) -> str:
+    comp = results["comparison"]
+    diff = comp["accuracy_difference"]
+    per_seed = comp["per_seed"]
+    significant = sum(1 for s in per_seed if s["mcnemar"]["p_value"] < 0.05)
+    s1, s2 = results["summary"]["real"], results["summary"]["real+synthetic"]
+    direction = "higher" if diff["mean"] > 0 else "lower" if diff["mean"] < 0 else "equal"
+    return (
+        f"**Result:** adding the synthetic faces gave a {direction} test accuracy: "
+        f"{_pct(s2['accuracy']['mean'])} vs {_pct(s1['accuracy']['mean'])} "
+        f"(difference {diff['mean']:+.4f} ± {diff['sd']:.4f} over {diff['n']} seed(s)); "
+        f"sensitivity {_pct(s2['sensitivity']['mean'])} vs {_pct(s1['sensitivity']['mean'])}, "
+        f"specificity {_pct(s2['specificity']['mean'])} vs {_pct(s1['specificity']['mean'])}. "
+        f"McNemar's test finds the paired difference significant (p < 0.05) in {significant} of "
+        f"{len(per_seed)} seed(s)."
+    )
+
+
+def _summed_confusion(seeds: list[dict]) -> dict:
+    keys = ("tp", "fn", "tn", "fp")
+    return {k: int(sum(r["test"]["confusion"][k] for r in seeds)) for k in keys}
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def _rate(rate: dict) -> str:
+    if rate["value"] is None:
+        return "n/a"
+    low, high = rate["ci95"]
+    interval = f"{100 * low:.1f}–{100 * high:.1f}"
+    return f"{100 * rate['value']:.2f} % ({rate['k']}/{rate['n']}; {interval})"
+
+
+def _mean_sd(summary: dict) -> str:
+    if summary["mean"] is None:
+        return "n/a"
+    return f"{summary['mean']:.4f} ± {summary['sd']:.4f}"

@@ -1,0 +1,148 @@
+"""The classifier stages: training, the checkpoint round trip and evaluation of raw photos."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from imaging import write
+from PIL import Image
+
+from masksynth.classify.augment import Augment
+from masksynth.classify.checkpoint import load_classifier
+from masksynth.classify.evaluate import evaluate
+from masksynth.classify.models import build_model
+from masksynth.classify.train import train_classifier
+from masksynth.config import ClassifierConfig
+from masksynth.data import load_split
+from masksynth.errors import MasksynthError
+
+METRIC_KEYS = {
+    "n",
+    "sensitivity",
+    "specificity",
+    "accuracy",
+    "balanced_accuracy",
+    "f1",
+    "roc_auc",
+    "confusion",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tiny_prep, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clf")
+    config = ClassifierConfig(epochs=2, batch_size=16, device="cpu", precision="fp32")
+    summary = train_classifier(tiny_prep, out, config)
+    return out / "classifier.pt", summary
+
+
+def test_training_writes_a_complete_run(tiny_classifier, tiny_prep):
+    checkpoint, summary = tiny_classifier
+    assert summary["composition"]["real"] == {"with_mask": 24, "without_mask": 24}
+    assert summary["best_epoch"] in (1, 2)
+    history = (checkpoint.parent / "history.jsonl").read_text().splitlines()
+    assert len(history) == 2 and "val_balanced_accuracy" in json.loads(history[0])
+    model, meta = load_classifier(checkpoint, torch.device("cpu"))
+    assert meta["class_names"] == ["with_mask", "without_mask"]
+    assert meta["positive_class"] == "without_mask" and meta["size"] == 64
+    assert meta["prepare"]["face_crop"] is False and len(meta["mean"]) == 3
+    # Reusing a finished run does not train again.
+    again = train_classifier(
+        tiny_prep,
+        checkpoint.parent,
+        ClassifierConfig(epochs=2, batch_size=16, device="cpu", precision="fp32"),
+    )
+    assert again["train_seconds"] == summary["train_seconds"]
+
+
+def test_round_trip_raw_photo_to_prediction(tiny_classifier, tiny_prep, tmp_path):
+    """A raw photo, prepared on the fly from the checkpoint's settings, scores exactly as the
+    cached copy of the same photo."""
+    checkpoint, _ = tiny_classifier
+    test = load_split(tiny_prep, "test", 64)
+    raw_root = tiny_prep.parent / "raw"
+    for source in test.sources:
+        write(tmp_path / "photos" / source, (raw_root / source).read_bytes())
+    cached, cached_pred = evaluate(checkpoint, tiny_prep, "test", device="cpu")
+    raw, raw_pred = evaluate(checkpoint, tmp_path / "photos", device="cpu")
+    order = [raw_pred.sources.index(s) for s in cached_pred.sources]
+    assert np.allclose(cached_pred.y_score, raw_pred.y_score[order], atol=1e-6)
+    assert set(raw) == METRIC_KEYS and raw["confusion"] == cached["confusion"]
+
+
+def test_evaluate_raw_dev_photos_with_odd_formats(tiny_classifier, real_data, tmp_path):
+    checkpoint, _ = tiny_classifier
+    folder = tmp_path / "unseen"
+    jpeg = real_data / "with_mask/0_0_0.jpg"
+    photo = Image.open(jpeg).convert("RGB")
+    (folder / "with_mask").mkdir(parents=True)
+    shutil.copy(jpeg, folder / "with_mask/plain.jpg")
+    photo.save(folder / "with_mask/png_named.jpg", format="PNG")
+    photo.save(folder / "with_mask/photo.webp", format="WEBP")
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(folder / "with_mask/rgba.png")
+    shutil.copy(real_data / "with_mask/with_mask287.png", folder / "with_mask/palette.png")
+    (folder / "with_mask/broken.jpg").write_bytes(jpeg.read_bytes()[:300])
+    shutil.copy(real_data / "without_mask/0_0_anhu_0004.jpg", folder / "without_mask.jpg")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "masksynth.cli",
+            "evaluate",
+            str(checkpoint),
+            str(folder),
+            "--json",
+            str(tmp_path / "m.json"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "with_mask/broken.jpg" in result.stderr  # reported by name, and the run went on
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert set(metrics) == METRIC_KEYS
+    assert metrics["n"] == 5 and sum(metrics["confusion"].values()) == 5
+    # only with_mask photos: nothing is positive, so sensitivity cannot be measured
+    assert metrics["sensitivity"]["value"] is None and metrics["roc_auc"] is None
+    assert metrics["specificity"]["n"] == 5
+
+
+def test_unknown_class_folder_is_a_clear_error(tiny_classifier, tmp_path):
+    checkpoint, _ = tiny_classifier
+    (tmp_path / "cats").mkdir()
+    Image.new("RGB", (40, 40)).save(tmp_path / "cats/a.png")
+    with pytest.raises(MasksynthError, match="does not know"):
+        evaluate(checkpoint, tmp_path, device="cpu")
+
+
+def test_imagenet_resnet18_without_cache_names_the_alternatives(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(MasksynthError, match="--weights none.*efficientnet_lite0"):
+        build_model("resnet18", 2, "imagenet")
+
+
+def test_efficientnet_lite0_loads_its_shipped_imagenet_weights():
+    model = build_model("efficientnet_lite0", 2, "imagenet")
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 2)
+    scratch = build_model("efficientnet_lite0", 2, "none")
+    first = next(iter(model.state_dict()))
+    assert not torch.equal(model.state_dict()[first], scratch.state_dict()[first])
+
+
+def test_augmentation_is_per_image_and_keeps_shape():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 64).repeat(8, 1, 1, 1)
+    y = Augment()(x)
+    assert y.shape == x.shape
+    assert not torch.allclose(y[0], y[1])  # each image has its own transform
+    identity = Augment(rotation_deg=0, scale=(1, 1), translate=0, flip=False)(x)
+    assert torch.allclose(identity, x, atol=1e-5)

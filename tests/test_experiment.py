@@ -1,0 +1,99 @@
+"""A tiny experiment end to end through the command line (few images, one epoch)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _run(raw: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "masksynth.cli",
+            "experiment",
+            str(raw),
+            "--out",
+            str(out),
+            "--preset",
+            "quick",
+            "--seeds",
+            "2",
+            "--synthetic-per-class",
+            "6",
+            "--classifier-epochs",
+            "1",
+            "--gan-epochs",
+            "1",
+            "--gan-metrics-samples",
+            "6",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def experiment_run(tiny_prep, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "run"
+    result = _run(tiny_prep.parent / "raw", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_results_json_is_complete(experiment_run):
+    results = json.loads((experiment_run / "results.json").read_text())
+    assert set(results["scenarios"]) == {"real", "real+synthetic", "synthetic-only"}
+    for runs in results["scenarios"].values():
+        assert [r["seed"] for r in runs] == [0, 1]
+        for r in runs:
+            assert Path(r["checkpoint"]).is_file()
+            assert set(r["test"]) == {
+                "n",
+                "sensitivity",
+                "specificity",
+                "accuracy",
+                "balanced_accuracy",
+                "f1",
+                "roc_auc",
+                "confusion",
+            }
+            assert r["test"]["n"] == 16  # the same real test split for every scenario
+    composition = results["scenarios"]["real+synthetic"][0]["composition"]
+    assert composition["synthetic"] == {"with_mask": 6, "without_mask": 6}
+    assert results["scenarios"]["synthetic-only"][0]["composition"]["real"] == {
+        "with_mask": 0,
+        "without_mask": 0,
+    }
+    assert len(results["comparison"]["per_seed"]) == 2
+    assert 0 <= results["comparison"]["per_seed"][0]["mcnemar"]["p_value"] <= 1
+    assert results["summary"]["real"]["accuracy"]["n"] == 2
+    assert set(results["gan"]["metrics"]) == {"with_mask", "without_mask"}
+    assert results["positive_class"] == "without_mask" and results["command"]
+
+
+def test_report_is_self_contained(experiment_run):
+    html = (experiment_run / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5  # figures and grids embedded
+    assert "src='figures/" not in html
+    md = (experiment_run / "report.md").read_text()
+    for text in ("Training composition", "Test metrics", "McNemar", "Synthetic faces"):
+        assert text in md and text in html
+    for figure in ("confusion.png", "roc.png", "training.png"):
+        assert (experiment_run / "figures" / figure).stat().st_size > 5000
+
+
+def test_rerun_reuses_every_stage(experiment_run, tiny_prep):
+    stamps = {p: p.stat().st_mtime_ns for p in experiment_run.rglob("classifier.pt")}
+    stamps[experiment_run / "gan/checkpoint.pt"] = (
+        (experiment_run / "gan/checkpoint.pt").stat().st_mtime_ns
+    )
+    result = _run(tiny_prep.parent / "raw", experiment_run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
