@@ -11,6 +11,18 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("MASKSYNTH_DATA", REPO.parent / "shared/datasets/face-mask"))
 
+# The keys `masksynth evaluate` must write, exactly (issue 4).
+EVALUATE_KEYS = {
+    "n",
+    "sensitivity",
+    "specificity",
+    "accuracy",
+    "balanced_accuracy",
+    "f1",
+    "roc_auc",
+    "confusion",
+}
+
 # file -> (expected status, reason prefix or flag that must be reported)
 BAD_FILES = {
     "with_mask/empty.jpg": ("rejected", "empty file"),

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import EVALUATE_KEYS
 from imaging import write
 from PIL import Image
 
@@ -19,17 +20,6 @@ from masksynth.classify.train import train_classifier
 from masksynth.config import ClassifierConfig
 from masksynth.data import load_split
 from masksynth.errors import MasksynthError
-
-METRIC_KEYS = {
-    "n",
-    "sensitivity",
-    "specificity",
-    "accuracy",
-    "balanced_accuracy",
-    "f1",
-    "roc_auc",
-    "confusion",
-}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +61,7 @@ def test_round_trip_raw_photo_to_prediction(tiny_classifier, tiny_prep, tmp_path
     raw, raw_pred = evaluate(checkpoint, tmp_path / "photos", device="cpu")
     order = [raw_pred.sources.index(s) for s in cached_pred.sources]
     assert np.allclose(cached_pred.y_score, raw_pred.y_score[order], atol=1e-6)
-    assert set(raw) == METRIC_KEYS and raw["confusion"] == cached["confusion"]
+    assert set(raw) == EVALUATE_KEYS and raw["confusion"] == cached["confusion"]
 
 
 def test_evaluate_raw_dev_photos_with_odd_formats(tiny_classifier, real_data, tmp_path):
@@ -109,7 +99,7 @@ def test_evaluate_raw_dev_photos_with_odd_formats(tiny_classifier, real_data, tm
     assert result.returncode == 0, result.stderr
     assert "with_mask/broken.jpg" in result.stderr  # reported by name, and the run went on
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert set(metrics) == METRIC_KEYS
+    assert set(metrics) == EVALUATE_KEYS
     assert metrics["n"] == 5 and sum(metrics["confusion"].values()) == 5
     # only with_mask photos: nothing is positive, so sensitivity cannot be measured
     assert metrics["sensitivity"]["value"] is None and metrics["roc_auc"] is None

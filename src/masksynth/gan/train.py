@@ -72,6 +72,7 @@ def train_gan(
     prep_dir: str | Path, run_dir: str | Path, config: GanConfig, resume: bool = False
 ) -> dict:
     """Train (or resume) and return the run summary written to `gan.json`."""
+    wall_start = time.perf_counter()
     prep_dir, run_dir = Path(prep_dir), Path(run_dir)
     ckpt_file = checkpoint_path(run_dir)
     state = None
@@ -138,7 +139,10 @@ def train_gan(
             prep_dir, "test", config.metrics_samples, units, device
         )
         write_json(run_dir / "metrics.json", summary["metrics"])
-    write_json(run_dir / "gan.json", {**read_json(run_dir / "gan.json"), **summary})
+    previous = read_json(run_dir / "gan.json")
+    earlier = previous.get("total_seconds", 0.0) if state is not None else 0.0
+    summary["total_seconds"] = round(earlier + time.perf_counter() - wall_start, 1)
+    write_json(run_dir / "gan.json", {**previous, **summary})
     return summary
 
 

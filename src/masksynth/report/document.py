@@ -41,7 +41,7 @@ class Document:
         )
 
     def image(self, path: Path | str, caption: str) -> None:
-        self.blocks.append(("image", Path(path), caption))
+        self.blocks.append(("image", Path(path).resolve(), caption))
 
     def markdown(self) -> str:
         out = [f"# {self.title}\n"]
@@ -105,10 +105,9 @@ class Document:
             return str(path)
 
     def _data_uri(self, path: Path) -> str:
-        full = path if path.is_absolute() else self.root / path
-        if not full.is_file():
+        if not path.is_file():
             return ""
-        return "data:image/png;base64," + base64.b64encode(full.read_bytes()).decode()
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def _cell(value) -> str:

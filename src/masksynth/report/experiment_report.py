@@ -30,8 +30,9 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
         f"{config['seeds']} seed(s); classifier `{config['arch']}` "
         f"(weights: {config['weights']}) at {config['size']} px for "
         f"{config['classifier_epochs']} epochs; positive class **{positive}** "
-        f"(sensitivity = share of {positive} test faces found). Total time "
-        f"{results['timings_s']['total'] / 60:.1f} min."
+        f"(sensitivity = share of {positive} test faces found). Compute time of all stages "
+        f"{results['timings_s']['all_stages'] / 60:.1f} min (this invocation: "
+        f"{results['timings_s']['this_run'] / 60:.1f} min; finished stages are reused)."
     )
 
     doc.heading("Training composition (the paper's Table 3)")
@@ -88,7 +89,7 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
             [
                 f"**{name}**",
                 "mean ± sd",
-                *(_mean_sd(s[k]) for k in RATES),
+                *(_mean_sd(s[k], percent=True) for k in RATES),
                 _mean_sd(s["balanced_accuracy"]),
                 _mean_sd(s["f1"]),
                 _mean_sd(s["roc_auc"]),
@@ -220,7 +221,9 @@ def _rate(rate: dict) -> str:
     return f"{100 * rate['value']:.2f} % ({rate['k']}/{rate['n']}; {interval})"
 
 
-def _mean_sd(summary: dict) -> str:
+def _mean_sd(summary: dict, percent: bool = False) -> str:
     if summary["mean"] is None:
         return "n/a"
+    if percent:
+        return f"{100 * summary['mean']:.2f} ± {100 * summary['sd']:.2f} %"
     return f"{summary['mean']:.4f} ± {summary['sd']:.4f}"

@@ -28,7 +28,9 @@ def confusion_matrices(
     confusions: dict[str, dict], positive: str, negative: str, path: Path
 ) -> Path:
     """One 2x2 matrix per scenario (counts summed over seeds), positive class first."""
-    fig, axes = plt.subplots(1, len(confusions), figsize=(3.6 * len(confusions), 3.3))
+    fig, axes = plt.subplots(
+        1, len(confusions), figsize=(4.2 * len(confusions), 3.4), constrained_layout=True
+    )
     for ax, (name, c) in zip(np.atleast_1d(axes), confusions.items(), strict=True):
         matrix = np.array([[c["tp"], c["fn"]], [c["fp"], c["tn"]]])
         ax.imshow(matrix, cmap="Blues")
