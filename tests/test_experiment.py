@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import EVALUATE_KEYS
 
 
 def _run(raw: Path, out: Path) -> subprocess.CompletedProcess:
@@ -54,16 +55,7 @@ def test_results_json_is_complete(experiment_run):
         assert [r["seed"] for r in runs] == ([0] if name == "synthetic-only" else [0, 1])
         for r in runs:
             assert Path(r["checkpoint"]).is_file()
-            assert set(r["test"]) == {
-                "n",
-                "sensitivity",
-                "specificity",
-                "accuracy",
-                "balanced_accuracy",
-                "f1",
-                "roc_auc",
-                "confusion",
-            }
+            assert set(r["test"]) == EVALUATE_KEYS
             assert r["test"]["n"] == 16  # the same real test split for every scenario
     composition = results["scenarios"]["real+synthetic"][0]["composition"]
     assert composition["synthetic"] == {"with_mask": 6, "without_mask": 6}

@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from masksynth.classify.augment import Augment
 from masksynth.classify.checkpoint import normalise, predict_proba, save_classifier
-from masksynth.classify.data import load_synthetic
 from masksynth.classify.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 from masksynth.config import ClassifierConfig
 from masksynth.data import load_split
+from masksynth.data.synthetic import load_synthetic
 from masksynth.device import (
     autocast,
     classifier_memory_format,

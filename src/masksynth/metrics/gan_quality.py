@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from prdc import compute_prdc
 from torchmetrics.image.kid import poly_mmd
 
 from masksynth.data import load_split
+from masksynth.data.synthetic import load_synthetic
 from masksynth.errors import MasksynthError
 from masksynth.fileio import atomic_open, read_json
 from masksynth.metrics.inception import extract_features
@@ -136,32 +136,16 @@ def evaluate_generators(prep_dir: Path, split: str, n: int, units, device) -> di
     return scores
 
 
-def load_image_folder(folder: Path, classes: list[str]) -> dict[str, torch.Tensor]:
-    """uint8 images of a synthetic ImageFolder (PNG files written by `sample`)."""
-    images = {}
-    for name in classes:
-        files = sorted((folder / name).glob("*.png"))
-        if not files:
-            continue
-        arrays = [np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1) for f in files]
-        images[name] = torch.from_numpy(np.stack(arrays))
-    return images
-
-
 def gan_metrics(
     synth_dir: str | Path,
     prep_dir: str | Path,
     split: str = "test",
     device: torch.device | str = "cpu",
 ) -> dict:
-    """FID/KID/PRDC of every class folder of `synth_dir` against the real `split`."""
+    """FID/KID/PRDC of every class folder of `synth_dir` against the real `split`, at 64 px."""
     synth_dir, prep_dir = Path(synth_dir), Path(prep_dir)
-    if not synth_dir.is_dir():
-        raise MasksynthError(f"{synth_dir} is not a folder")
     reals = real_features(prep_dir, split, 64, device)
-    fakes = load_image_folder(synth_dir, list(reals))
-    if not fakes:
-        raise MasksynthError(f"{synth_dir} holds no PNG images in class folders {', '.join(reals)}")
+    images, labels = load_synthetic(synth_dir, list(reals), 64)
     result = {
         "synthetic": str(synth_dir),
         "real": str(prep_dir),
@@ -169,11 +153,9 @@ def gan_metrics(
         "feature_space": "Inception-v3 pool3 (2048-D), 64 px images upsampled to 299",
         "classes": {},
     }
-    for name, images in fakes.items():
-        size = images.shape[-1]
-        if size != 64:
-            reals_for = real_features(prep_dir, split, size, device)[name]
-        else:
-            reals_for = reals[name]
-        result["classes"][name] = quality(reals_for, extract_features(images, device).numpy())
+    for k, name in enumerate(reals):
+        fakes = images[labels == k]
+        if len(fakes):
+            features = extract_features(fakes, device).numpy()
+            result["classes"][name] = quality(reals[name], features)
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from masksynth.classify.data import load_synthetic
+from masksynth.data.synthetic import load_synthetic
 from masksynth.fileio import write_text
 from masksynth.report import plots
 from masksynth.report.document import Document

@@ -1,4 +1,4 @@
-"""Training inputs for the classifier: the real cache plus, optionally, a synthetic ImageFolder."""
+"""Synthetic ImageFolders (from `sample`) as uint8 tensors, for training and quality metrics."""
 
 from __future__ import annotations
 
