@@ -11,7 +11,7 @@ import typer
 from typer.exceptions import TyperException
 
 from masksynth import __version__
-from masksynth.config import ClassifierConfig, PrepareConfig
+from masksynth.config import AuditConfig, ClassifierConfig, PrepareConfig
 from masksynth.errors import MasksynthError
 
 app = typer.Typer(
@@ -156,7 +156,9 @@ def train_gan(
         bool | None, typer.Option("--xflip/--no-xflip", help="Mirror real images at random.")
     ] = None,
     ema_decay: Annotated[float | None, typer.Option(help="EMA of G (0 = off).")] = None,
-    d_norm: Annotated[str | None, typer.Option(help="D normalisation: batch | spectral.")] = None,
+    d_norm: Annotated[
+        str | None, typer.Option(help="D normalisation: batch | spectral | group.")
+    ] = None,
     g_width: Annotated[
         int | None, typer.Option(help="G width (channels of its last layer).")
     ] = None,
@@ -190,6 +192,16 @@ def train_gan(
         bool | None,
         typer.Option("--final-metrics/--no-final-metrics", help="FID/KID/PRDC on test at the end."),
     ] = None,
+    dp_epsilon: Annotated[
+        float | None,
+        typer.Option(help="Differential privacy: target epsilon of the whole run (0 = off)."),
+    ] = None,
+    dp_delta: Annotated[
+        float | None, typer.Option(help="DP delta (0 = 1 / (10 x training images)).")
+    ] = None,
+    dp_max_grad_norm: Annotated[
+        float | None, typer.Option(help="DP: clip each real image's D gradient to this norm.")
+    ] = None,
 ) -> None:
     """Train the paper's DCGAN (or the 'best'/'quick' recipe) on a prepared folder."""
     from masksynth.config import gan_config
@@ -218,6 +230,9 @@ def train_gan(
         metrics_every_epochs=metrics_every,
         metrics_samples=metrics_samples,
         final_metrics=final_metrics,
+        dp_epsilon=dp_epsilon,
+        dp_delta=dp_delta,
+        dp_max_grad_norm=dp_max_grad_norm,
     )
     summary = run(prep_dir, out, config, resume=resume)
     log.info(
@@ -227,6 +242,9 @@ def train_gan(
         summary["train_seconds"],
         out / "grids",
     )
+    if summary.get("dp"):
+        dp = summary["dp"]
+        log.info("differential privacy: epsilon %.3f (delta %.2g)", dp["epsilon"], dp["delta"])
     for name, scores in summary.get("metrics", {}).items():
         shown = ("fid", "kid", "precision", "recall")
         log.info("%s: %s", name, ", ".join(f"{k} {scores[k]}" for k in shown))
@@ -239,12 +257,75 @@ def sample(
     n_per_class: Annotated[int, typer.Option(help="Images per class.")] = 1000,
     seed: Annotated[int, typer.Option(help="Latent seed: same seed, same images.")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    privacy_filter: Annotated[
+        bool,
+        typer.Option(
+            help="Drop images whose face passes for a training subject or that nearly copy a "
+            "training photo (the audit's thresholds); draw more until N per class pass."
+        ),
+    ] = False,
+    prep: Annotated[
+        Path | None,
+        typer.Option(help="The GAN's prepared folder (default: the one named in gan.json)."),
+    ] = None,
 ) -> None:
     """Generate synthetic faces as PNGs per class, with a manifest to regenerate any image."""
     from masksynth.gan.sample import sample as run
 
-    meta = run(run_dir, out, n_per_class, seed, device)
+    meta = run(run_dir, out, n_per_class, seed, device, privacy_filter, prep)
     log.info("%d images per class in %s", meta["n_per_class"], out)
+
+
+@app.command()
+def audit(
+    synth_dir: Annotated[Path, typer.Argument(help="Synthetic ImageFolder (from 'sample').")],
+    train: Annotated[
+        Path, typer.Option(help="The prepared folder whose train split the GAN learned from.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")],
+    holdout: Annotated[
+        str,
+        typer.Option(help="Prepared splits the GAN never saw (the yardstick), comma-separated."),
+    ] = ",".join(AuditConfig.holdout),
+    seed: Annotated[int, typer.Option(help="Seed of the subsets and bootstraps.")] = 0,
+    inception_per_class: Annotated[
+        int, typer.Option(help="Synthetic and held-out images per class in Inception space.")
+    ] = AuditConfig.inception_synthetic,
+    inception_train: Annotated[
+        int, typer.Option(help="Training images per class in Inception space.")
+    ] = AuditConfig.inception_train,
+    near_copy_quantile: Annotated[
+        float, typer.Option(help="Quantile of held-out distances that defines a near copy.")
+    ] = AuditConfig.near_copy_quantile,
+    identity_far: Annotated[
+        float, typer.Option(help="False accept rate of the calibrated identity threshold.")
+    ] = AuditConfig.identity_far,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    workers: Annotated[
+        int, typer.Option(help="Face-embedding processes; 0 = one per CPU core.")
+    ] = 0,
+) -> None:
+    """Privacy audit of a synthetic set against the GAN's training photos: one verdict."""
+    from masksynth.privacy.audit import run_audit
+
+    config = AuditConfig(
+        holdout=tuple(s.strip() for s in holdout.split(",") if s.strip()),
+        seed=seed,
+        inception_synthetic=inception_per_class,
+        inception_holdout=inception_per_class,
+        inception_train=inception_train,
+        near_copy_quantile=near_copy_quantile,
+        identity_far=identity_far,
+        device=device,
+        workers=workers,
+    )
+    result = run_audit(synth_dir, train, out, config)
+    typer.echo(f"{result['verdict'].upper()}: {result['statement']}")
+    for name, m in result["measures"].items():
+        typer.echo(
+            f"  {name:28s} {m['verdict']:7s} value {m['value']} (threshold {m['threshold']})"
+        )
+    typer.echo(f"quality: {result['quality_verdict']}; report: {out / 'report.html'}")
 
 
 @app.command("gan-metrics")
@@ -386,6 +467,19 @@ def experiment(
         bool | None,
         typer.Option("--control/--no-control", help="Also train on synthetic only, test on real."),
     ] = None,
+    privacy_filter: Annotated[
+        bool | None,
+        typer.Option(
+            "--privacy-filter/--no-privacy-filter",
+            help="Scenario 2 uses the privacy-filtered sample (default: on).",
+        ),
+    ] = None,
+    audit: Annotated[
+        bool | None,
+        typer.Option(
+            "--audit/--no-audit", help="Privacy audit of the synthetic set (default: on)."
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
 ) -> None:
     """The paper's experiment end to end: real vs real+synthetic, several seeds, one report."""
@@ -403,6 +497,8 @@ def experiment(
         gan_metrics_samples=gan_metrics_samples,
         group_by=group_by,
         control=control,
+        privacy_filter=privacy_filter,
+        audit=audit,
         device=device,
     )
     results = run_experiment(data_dir, out, config)
@@ -410,6 +506,8 @@ def experiment(
     for name in summary:
         acc = summary[name]["accuracy"]
         log.info("%s: accuracy %.4f ± %.4f", name, acc["mean"], acc["sd"])
+    if results.get("audit"):
+        log.info("privacy audit: %s", results["audit"]["statement"])
     log.info("report: %s (and report.html, results.json)", out / "report.md")
 
 

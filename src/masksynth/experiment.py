@@ -18,7 +18,13 @@ import numpy as np
 
 from masksynth.classify.evaluate import evaluate
 from masksynth.classify.train import train_classifier
-from masksynth.config import ClassifierConfig, ExperimentConfig, PrepareConfig, gan_config
+from masksynth.config import (
+    AuditConfig,
+    ClassifierConfig,
+    ExperimentConfig,
+    PrepareConfig,
+    gan_config,
+)
 from masksynth.data.prepare import prepare
 from masksynth.errors import MasksynthError
 from masksynth.fileio import read_json, write_json
@@ -55,7 +61,21 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
     gan_dir = run_dir / "gan"
     gan = timed("train-gan", _train_or_resume_gan, prep_dir, gan_dir, config)
     synth_dir = run_dir / "synthetic"
-    timed("sample", sample, gan_dir, synth_dir, config.synthetic_per_class, 0, config.device)
+    timed(
+        "sample",
+        sample,
+        gan_dir,
+        synth_dir,
+        config.synthetic_per_class,
+        0,
+        config.device,
+        privacy_filter=config.privacy_filter,
+        prep_dir=prep_dir,
+    )
+    audit = None
+    if config.audit:
+        log.info("privacy audit of the synthetic set")
+        audit = timed("audit", _audit_or_reuse, synth_dir, prep_dir, run_dir / "audit", config)
 
     log.info(
         "3/4 classifiers: %d seed(s) x %s",
@@ -100,13 +120,17 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
             "metrics": gan.get("metrics"),
         },
         "synthetic_dir": str(synth_dir),
+        "privacy_filter": read_json(synth_dir / "sample.json").get("privacy_filter"),
+        "audit": _audit_summary(audit, run_dir / "audit"),
         "scenarios": {name: [_public(r) for r in results_] for name, results_ in runs.items()},
         "summary": {name: _summarise(results_) for name, results_ in runs.items()},
         "comparison": comparisons,
         "timings_s": {
             "this_run": round(time.perf_counter() - started, 1),
             "this_run_by_stage": timings,
-            "all_stages": round(_stage_seconds(prep, gan, runs), 1),
+            "all_stages": round(
+                _stage_seconds(prep, gan, runs) + ((audit or {}).get("seconds") or 0.0), 1
+            ),
         },
         **run_record(),
     }
@@ -115,6 +139,38 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
 
     write_experiment_report(run_dir, results, runs)
     return results
+
+
+def _audit_or_reuse(synth_dir: Path, prep_dir: Path, audit_dir: Path, config) -> dict:
+    """The audit of this synthetic set; an earlier audit of the same sample is reused."""
+    from masksynth.privacy.audit import run_audit
+
+    sample_id = read_json(synth_dir / "sample.json").get("started_utc")
+    previous = audit_dir / "audit.json"
+    if previous.is_file() and read_json(previous).get("sample_started_utc") == sample_id:
+        log.info("%s already audits this sample: reusing it", audit_dir)
+        return read_json(previous)
+    result = run_audit(synth_dir, prep_dir, audit_dir, AuditConfig(device=config.device))
+    result["sample_started_utc"] = sample_id
+    write_json(previous, result)
+    return result
+
+
+def _audit_summary(audit: dict | None, audit_dir: Path) -> dict | None:
+    if audit is None:
+        return None
+    return {
+        "dir": str(audit_dir),
+        "verdict": audit["verdict"],
+        "statement": audit["statement"],
+        "quality_verdict": audit["quality_verdict"],
+        "seconds": audit.get("seconds"),
+        "measures": {
+            name: {k: m[k] for k in ("value", "threshold", "verdict")}
+            for name, m in {**audit["measures"], **audit["quality"]}.items()
+        },
+        "dp": (audit.get("gan") or {}).get("dp"),
+    }
 
 
 def _train_or_resume_gan(prep_dir: Path, gan_dir: Path, config: ExperimentConfig) -> dict:

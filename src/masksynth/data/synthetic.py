@@ -14,10 +14,10 @@ from masksynth.errors import MasksynthError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
-def load_synthetic(
-    folder: Path, class_names: list[str], size: int, per_class: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 (N, 3, size, size) images and labels from `folder/<class>/*`, in name order."""
+def synthetic_files(
+    folder: Path, class_names: list[str], per_class: int | None = None
+) -> list[tuple[Path, int]]:
+    """(file, class index) of every image in `folder/<class>/`, in name order."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MasksynthError(f"synthetic folder {folder} does not exist")
@@ -27,13 +27,25 @@ def load_synthetic(
             f"{folder} has class folders {unknown} that the real data lacks "
             f"(classes: {class_names})"
         )
-    images, labels = [], []
+    files = []
     for k, name in enumerate(class_names):
-        files = sorted(p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        for path in files[:per_class]:
+        paths = sorted(p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files += [(path, k) for path in paths[:per_class]]
+    return files
+
+
+def load_synthetic(
+    folder: Path, class_names: list[str], size: int, per_class: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (N, 3, size, size) images and labels from `folder/<class>/*`, in name order."""
+    images, labels = [], []
+    for path, k in synthetic_files(folder, class_names, per_class):
+        try:
             with Image.open(path) as image:
                 images.append(np.asarray(image.convert("RGB")).transpose(2, 0, 1))
-            labels.append(k)
+        except (OSError, ValueError) as error:
+            raise MasksynthError(f"{path} is not a readable image: {error}") from None
+        labels.append(k)
     if not images:
         raise MasksynthError(f"{folder} holds no images in class folders {class_names}")
     batch = torch.from_numpy(np.stack(images))

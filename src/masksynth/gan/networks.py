@@ -23,7 +23,7 @@ def _init_dcgan(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
@@ -64,24 +64,32 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """image (N, 3, 64, 64) [+ class] -> logit (N,). `norm`: 'batch' (paper) or 'spectral'."""
+    """image (N, 3, 64, 64) [+ class] -> logit (N,).
+
+    `norm`: 'batch' (paper), 'spectral', or 'group' (GroupNorm: each image is normalised on
+    its own, which per-sample gradients and so differential privacy need).
+    """
 
     def __init__(self, width: int = 64, n_classes: int = 0, norm: str = "batch") -> None:
         super().__init__()
-        if norm not in ("batch", "spectral"):
+        if norm not in ("batch", "spectral", "group"):
             raise ValueError(f"unknown discriminator norm {norm!r}")
         w = width
         sn = spectral_norm if norm == "spectral" else (lambda m: m)
+        # Opacus' per-sample gradient hooks forbid in-place ops on a hooked layer's output.
+        inplace = norm != "group"
 
         def block(cin: int, cout: int) -> list[nn.Module]:
-            layers: list[nn.Module] = [sn(nn.Conv2d(cin, cout, 4, 2, 1, bias=norm != "batch"))]
+            layers: list[nn.Module] = [sn(nn.Conv2d(cin, cout, 4, 2, 1, bias=norm == "spectral"))]
             if norm == "batch":
                 layers.append(nn.BatchNorm2d(cout))
-            return [*layers, nn.LeakyReLU(0.2, inplace=True)]
+            elif norm == "group":
+                layers.append(nn.GroupNorm(min(32, cout), cout))
+            return [*layers, nn.LeakyReLU(0.2, inplace=inplace)]
 
         self.features = nn.Sequential(
-            sn(nn.Conv2d(3, w, 4, 2, 1, bias=norm != "batch")),  # 32x32, no BN (DCGAN)
-            nn.LeakyReLU(0.2, inplace=True),
+            sn(nn.Conv2d(3, w, 4, 2, 1, bias=norm == "spectral")),  # 32x32, no BN (DCGAN)
+            nn.LeakyReLU(0.2, inplace=inplace),
             *block(w, w * 2),  # 16x16
             *block(w * 2, w * 4),  # 8x8
             *block(w * 4, w * 8),  # 4x4

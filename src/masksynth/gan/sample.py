@@ -37,6 +37,14 @@ MANIFEST_FIELDS = (
     "checkpoint_sha256",
     "epoch",
 )
+DROPPED_FIELDS = (
+    *MANIFEST_FIELDS[1:],
+    "reason",
+    "identity_cosine",
+    "pixel_distance",
+    "pixel_ratio",
+    "nearest_train",
+)
 
 
 def load_generators(run_dir: Path, device: torch.device) -> tuple[dict, dict[int, tuple]]:
@@ -60,9 +68,20 @@ def load_generators(run_dir: Path, device: torch.device) -> tuple[dict, dict[int
 
 
 def sample(
-    run_dir: str | Path, out_dir: str | Path, n_per_class: int, seed: int = 0, device: str = "auto"
+    run_dir: str | Path,
+    out_dir: str | Path,
+    n_per_class: int,
+    seed: int = 0,
+    device: str = "auto",
+    privacy_filter: bool = False,
+    prep_dir: str | Path | None = None,
+    max_candidates: int = 10,
 ) -> dict:
-    """Write n_per_class PNGs per class and manifest.csv; reuse an identical earlier sample."""
+    """Write n_per_class PNGs per class and manifest.csv; reuse an identical earlier sample.
+
+    `privacy_filter`: drop images too close to a training photo (see privacy.release_filter)
+    and draw further latents until n_per_class pass, at most max_candidates x n_per_class.
+    """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if n_per_class < 1:
         raise MasksynthError("--n-per-class must be at least 1")
@@ -73,41 +92,79 @@ def sample(
     previous = out_dir / "sample.json"
     if previous.is_file():
         old = read_json(previous)
-        if (old.get("checkpoint_sha256"), old.get("seed"), old.get("n_per_class")) == (
-            digest,
-            seed,
-            n_per_class,
-        ) and all((out_dir / f).is_file() for f in old.get("files", [])):
+        if (
+            (old.get("checkpoint_sha256"), old.get("seed"), old.get("n_per_class"))
+            == (
+                digest,
+                seed,
+                n_per_class,
+            )
+            and old.get("privacy_filter", {}).get("on", False) == privacy_filter
+            and all((out_dir / f).is_file() for f in old.get("files", []))
+        ):
             log.info("%s already holds this sample: reusing it", out_dir)
             return old
     torch_device = pick_device(device)
     state, generators = load_generators(run_dir, torch_device)
     classes, z_dim = state["classes"], state["config"]["z_dim"]
-    rows, files = [], []
+    release_filter = _release_filter(run_dir, prep_dir) if privacy_filter else None
+    rows, files, dropped = [], [], []
     for k, name in enumerate(classes):
         G, conditional, which = generators[k]
-        z = latents(seed, k, n_per_class, z_dim)
-        labels = torch.full((n_per_class,), k) if conditional else None
-        images = generate(G, z, labels, torch_device)
-        for i, image in enumerate(
-            tqdm(images, desc=f"sample {name}", unit="img", dynamic_ncols=True)
-        ):
-            rel = f"{name}/{name}_{i:05d}.png"
-            _write_png(out_dir / rel, image)
-            files.append(rel)
-            rows.append(
-                {
-                    "file": rel,
+        kept, tried = 0, 0
+        bar = tqdm(total=n_per_class, desc=f"sample {name}", unit="img", dynamic_ncols=True)
+        while kept < n_per_class:
+            if tried >= max_candidates * n_per_class:
+                raise MasksynthError(
+                    f"only {kept} of {n_per_class} {name} images passed the privacy filter "
+                    f"after {tried} candidates: the GAN reproduces its training photos; "
+                    f"see {out_dir / 'dropped.csv'} and audit it (masksynth audit)"
+                )
+            # latent i is row i of the class's latent block, however many are drawn
+            count = (n_per_class - kept) if release_filter is None else n_per_class
+            z = latents(seed, k, tried + count, z_dim)[tried:]
+            labels = torch.full((count,), k) if conditional else None
+            images = generate(G, z, labels, torch_device)
+            checks = release_filter.check(images, k) if release_filter else [{}] * count
+            for j, (image, check) in enumerate(zip(images, checks, strict=True)):
+                record = {
                     "label": name,
                     "class_index": k,
                     "seed": seed,
-                    "latent_index": i,
+                    "latent_index": tried + j,
                     "generator": which,
                     "checkpoint_sha256": digest,
                     "epoch": state["epoch"],
                 }
-            )
+                if check.get("reason"):
+                    dropped.append({**record, **check})
+                    continue
+                if kept == n_per_class:
+                    break
+                rel = f"{name}/{name}_{kept:05d}.png"
+                _write_png(out_dir / rel, image)
+                files.append(rel)
+                rows.append({"file": rel, **record})
+                kept += 1
+                bar.update(1)
+            tried += count
+        bar.close()
     write_csv(out_dir / "manifest.csv", MANIFEST_FIELDS, rows)
+    filter_info = {"on": privacy_filter}
+    if release_filter is not None:
+        write_csv(out_dir / "dropped.csv", DROPPED_FIELDS, dropped)
+        filter_info.update(
+            release_filter.settings(),
+            dropped={c: sum(d["label"] == c for d in dropped) for c in classes},
+            candidates={c: sum(r["label"] == c for r in rows + dropped) for c in classes},
+        )
+        for c in classes:
+            log.info(
+                "privacy filter: %s kept %d of %d candidates",
+                c,
+                n_per_class,
+                filter_info["candidates"][c],
+            )
     meta = {
         "stage": "sample",
         "run_dir": str(run_dir.resolve()),
@@ -117,10 +174,26 @@ def sample(
         "n_per_class": n_per_class,
         "classes": classes,
         "files": files,
+        "privacy_filter": filter_info,
         **run_record(),
     }
     write_json(previous, meta)
     return meta
+
+
+def _release_filter(run_dir: Path, prep_dir: str | Path | None):
+    from masksynth.config import AuditConfig
+    from masksynth.privacy.release_filter import build_filter
+
+    if prep_dir is None:
+        gan = read_json(run_dir / "gan.json") if (run_dir / "gan.json").is_file() else {}
+        prep_dir = gan.get("prep_dir")
+        if not prep_dir or not Path(prep_dir).is_dir():
+            raise MasksynthError(
+                f"--privacy-filter needs the GAN's prepared folder: {run_dir}/gan.json does not "
+                "name one that exists; pass --prep PREP_DIR"
+            )
+    return build_filter(prep_dir, AuditConfig())
 
 
 def _write_png(path: Path, image: torch.Tensor) -> None:

@@ -8,6 +8,7 @@ Ctrl-C; `--resume` continues from the last one exactly (same data order, noise, 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -17,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +43,9 @@ from masksynth.gan.networks import IMAGE_SIZE, Discriminator, Generator
 from masksynth.report.sheets import save_grid
 from masksynth.runinfo import run_record
 
+if TYPE_CHECKING:  # opacus takes seconds to import: gan.dp is imported only when DP is on
+    from masksynth.gan.dp import PrivateD
+
 log = logging.getLogger(__name__)
 
 GRID_SIZE = 64
@@ -62,6 +67,7 @@ class Unit:
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     count: int = 0
     d_wins_steps: int = 0
+    dp: PrivateD | None = None  # set when training with differential privacy
 
 
 class Diverged(MasksynthError):
@@ -99,6 +105,22 @@ def train_gan(
     images = data.images.to(device)
     labels = data.labels.to(device)
     units = _build_units(config, data.class_names, data.labels, device)
+    delta = None
+    if config.dp_epsilon:
+        from masksynth.gan import dp
+
+        delta = dp.attach(units, config, len(labels), state["dp"] if state else None)
+        shown = dp.record(units, config, delta)
+        log.info(
+            "differential privacy on D: target epsilon %g, delta %.2g, noise multiplier %.3f, "
+            "clip %g, sample rate %.4f, %d planned steps",
+            config.dp_epsilon,
+            delta,
+            shown["noise_multiplier"],
+            config.dp_max_grad_norm,
+            shown["sample_rate"],
+            shown["planned_steps"],
+        )
 
     epoch, next_step, global_step, elapsed = 0, 0, 0, 0.0
     if state is not None:
@@ -124,6 +146,7 @@ def train_gan(
     trainer = _Trainer(
         config, units, images, labels, data.class_names, device, precision, run_dir, prep_dir
     )
+    trainer.dp_delta = delta
     trainer.run(epoch, next_step, global_step, elapsed)
     summary = {
         **meta,
@@ -132,6 +155,8 @@ def train_gan(
         "train_seconds": round(trainer.elapsed, 1),
         "stopped": trainer.stop_reason,
     }
+    if delta is not None:
+        summary["dp"] = dp.record(units, config, delta)
     if config.final_metrics and trainer.stop_reason == "done":
         from masksynth.metrics.gan_quality import evaluate_generators
 
@@ -158,6 +183,10 @@ def _validate(config: GanConfig) -> None:
             )
     if not 0 <= config.ema_decay < 1:
         raise MasksynthError("--ema-decay must be in [0, 1)")
+    if config.dp_epsilon:
+        from masksynth.gan import dp
+
+        dp.check(config)
 
 
 def _class_counts(data) -> dict[str, int]:
@@ -168,6 +197,13 @@ def _class_counts(data) -> dict[str, int]:
 def build_generator(config: GanConfig, n_classes: int) -> Generator:
     conditional = config.mode == "conditional"
     return Generator(config.z_dim, config.g_width, n_classes if conditional else 0)
+
+
+def build_discriminator(config: GanConfig, n_classes: int) -> Discriminator:
+    conditional = config.mode == "conditional"
+    # DP needs per-sample gradients, which BatchNorm's batch statistics would mix up.
+    d_norm = "group" if config.dp_epsilon else config.d_norm
+    return Discriminator(config.d_width, n_classes if conditional else 0, d_norm)
 
 
 def _build_units(
@@ -182,10 +218,7 @@ def _build_units(
         if len(indices) == 0:
             raise MasksynthError(f"class {name!r} has no training images")
         G = build_generator(config, len(classes)).to(device, memory_format=torch.channels_last)
-        n_cond = len(classes) if config.mode == "conditional" else 0
-        D = Discriminator(config.d_width, n_cond, config.d_norm).to(
-            device, memory_format=torch.channels_last
-        )
+        D = build_discriminator(config, len(classes)).to(device, memory_format=torch.channels_last)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False) if config.ema_decay else None
         opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=tuple(config.betas))
         opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=tuple(config.betas))
@@ -230,6 +263,7 @@ class _Trainer:
         self.stop_reason = ""
         self.metrics_file = run_dir / "metrics.jsonl"
         self._writer = None
+        self.dp_delta: float | None = None  # set when training with differential privacy
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, epoch: int, next_step: int, global_step: int, elapsed: float) -> None:
@@ -253,8 +287,15 @@ class _Trainer:
                 )
                 images_done, started = 0, time.monotonic()
                 for step in range(next_step, steps):
+                    if self._budget_spent():
+                        break
                     t0 = time.monotonic()
                     for unit, order in zip(self.units, orders, strict=True):
+                        if unit.dp is not None:  # every unit steps, on a Poisson sample
+                            batch = unit.dp.sample(unit.indices)
+                            self._train_step(unit, batch)
+                            images_done += len(batch)
+                            continue
                         batch = order[step * config.batch_size : (step + 1) * config.batch_size]
                         if len(batch) >= 2:  # BatchNorm needs two samples
                             self._train_step(unit, batch)
@@ -309,6 +350,21 @@ class _Trainer:
             )
         return orders
 
+    def _budget_spent(self) -> bool:
+        """A DP run stops at the end of its plan: one more step would exceed the target."""
+        private = [u.dp for u in self.units if u.dp is not None]
+        if not private or all(p.steps < p.planned_steps for p in private):
+            return False
+        self.stop_reason = "privacy budget"
+        log.warning(
+            "privacy budget spent (epsilon %.3f of %g after %d steps): stopping here, "
+            "checkpoint saved; a DP run cannot train past the --epochs it was planned with",
+            max(p.epsilon(self.dp_delta) for p in private),
+            self.config.dp_epsilon,
+            max(p.steps for p in private),
+        )
+        return True
+
     def _due(self, last_save: float) -> bool:
         every = self.config.checkpoint_every_steps
         if every and self.global_step % every == 0:
@@ -328,29 +384,44 @@ class _Trainer:
     def _train_step(self, unit: Unit, batch: torch.Tensor) -> None:
         config = self.config
         real, labels = self._real_batch(batch)
-        z = torch.randn(len(batch), config.z_dim, 1, 1, device=self.device)
+        n_fake, fake_labels = len(batch), labels
+        if unit.dp is not None:
+            # The fake batch must not depend on the private one: fixed size, random classes.
+            n_fake = config.batch_size
+            if labels is not None:
+                fake_labels = torch.randint(len(self.classes), (n_fake,), device=self.device)
+        z = torch.randn(n_fake, config.z_dim, 1, 1, device=self.device)
         policy = config.diffaugment
-        with self.autocast:
-            fake = unit.G(z, labels)
-            d_real = unit.D(diff_augment(real, policy), labels).float()
-            d_fake = unit.D(diff_augment(fake.detach(), policy), labels).float()
-            loss_d = F.binary_cross_entropy_with_logits(
-                d_real, torch.ones_like(d_real)
-            ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-        unit.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        unit.opt_d.step()
-        with self.autocast:
-            d_gen = unit.D(diff_augment(fake, policy), labels).float()
-            loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
-        unit.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        unit.opt_g.step()
+        if unit.dp is None:
+            with self.autocast:
+                fake = unit.G(z, labels)
+                d_real = unit.D(diff_augment(real, policy), labels).float()
+                d_fake = unit.D(diff_augment(fake.detach(), policy), labels).float()
+                loss_d = F.binary_cross_entropy_with_logits(
+                    d_real, torch.ones_like(d_real)
+                ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+            unit.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            unit.opt_d.step()
+        else:
+            with self.autocast:
+                fake = unit.G(z, fake_labels)
+            loss_d, d_real, d_fake = self._private_d_step(unit, real, labels, fake, fake_labels)
+        # Under DP, D's per-sample hooks stay off in the G step: nothing of it is accounted.
+        with unit.dp.generator_pass() if unit.dp is not None else contextlib.nullcontext():
+            with self.autocast:
+                d_gen = unit.D(diff_augment(fake, policy), fake_labels).float()
+                loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+            unit.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            unit.opt_g.step()
         if unit.G_ema is not None:
             # Warm-up: early weights change fast, so a long average would mix bad generators.
             steps = unit.opt_g.state[next(iter(unit.G.parameters()))]["step"]
             decay = min(config.ema_decay, (1.0 + float(steps)) / (10.0 + float(steps)))
             _ema_update(unit.G_ema, unit.G, decay)
+        if len(batch) == 0:  # an empty Poisson batch has no D(x) to report
+            return
         values = {
             "loss_d": loss_d.detach(),
             "loss_g": loss_g.detach(),
@@ -360,6 +431,27 @@ class _Trainer:
         for key, value in values.items():
             unit.sums[key] = unit.sums.get(key, 0.0) + value
         unit.count += 1
+
+    def _private_d_step(self, unit, real, labels, fake, fake_labels):
+        """D's DP-SGD step: fake gradients on a hook-free pass, real ones clipped and noised."""
+        policy, private = self.config.diffaugment, unit.dp
+        private.optimizer.zero_grad(set_to_none=True)
+        with private.hooks_off(), self.autocast:
+            d_fake = unit.D(diff_augment(fake.detach(), policy), fake_labels).float()
+            loss_fake = F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        fake_grads = private.fake_gradients(loss_fake)
+        loss_real = torch.zeros((), device=self.device)
+        d_real = torch.zeros(0, device=self.device)
+        if len(real):
+            with self.autocast:
+                d_real = unit.D(diff_augment(real, policy), labels).float()
+                # A sum: the DP optimiser divides the noised sum by the expected batch size.
+                loss_real = F.binary_cross_entropy_with_logits(
+                    d_real, torch.ones_like(d_real), reduction="sum"
+                )
+            loss_real.backward()
+        private.step(fake_grads, len(real))
+        return loss_real / max(len(real), 1) + loss_fake.detach(), d_real, d_fake
 
     # -- watching, logging, saving -----------------------------------------------------
     def _log(self, speed: float) -> str:
@@ -377,6 +469,8 @@ class _Trainer:
                 "img_per_s": round(speed, 1),
                 "train_s": round(self.elapsed, 1),
             }
+            if unit.dp is not None:
+                record["epsilon"] = round(unit.dp.epsilon(self.dp_delta), 4)
             with open(self.metrics_file, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
             writer = self._tensorboard()
@@ -389,7 +483,11 @@ class _Trainer:
                 f"D(x) {means['d_real']:.2f} D(G(z)) {means['d_fake']:.2f}"
             )
             unit.sums, unit.count = {}, 0
-        return " | ".join(shown) + f" | {speed:.0f} img/s"
+        text = " | ".join(shown) + f" | {speed:.0f} img/s"
+        if self.dp_delta is not None:
+            spent = max(u.dp.epsilon(self.dp_delta) for u in self.units)
+            text += f" | eps {spent:.2f}/{self.config.dp_epsilon:g}"
+        return text
 
     def _check_finite(self) -> None:
         for unit in self.units:
@@ -485,8 +583,16 @@ class _Trainer:
                 "elapsed_s": self.elapsed,
                 "rng": rng_state(),
                 "units": units,
+                **self._dp_state(),
             },
         )
+
+    def _dp_state(self) -> dict:
+        if self.dp_delta is None:
+            return {}
+        from masksynth.gan import dp
+
+        return {"dp": dp.record(self.units, self.config, self.dp_delta, history=True)}
 
 
 class _ImmediateInterrupt(KeyboardInterrupt):

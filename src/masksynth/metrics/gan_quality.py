@@ -19,7 +19,7 @@ from torchmetrics.image.kid import poly_mmd
 from masksynth.data import load_split
 from masksynth.data.synthetic import load_synthetic
 from masksynth.errors import MasksynthError
-from masksynth.fileio import atomic_open, read_json
+from masksynth.metrics.feature_cache import split_features
 from masksynth.metrics.inception import extract_features
 
 log = logging.getLogger(__name__)
@@ -93,22 +93,10 @@ def real_features(
     prep_dir: Path, split: str, size: int = 64, device: torch.device | str = "cpu"
 ) -> dict[str, np.ndarray]:
     """Inception features of a prepared split, per class; cached beside the cache."""
-    prep_dir = Path(prep_dir)
-    fingerprint = read_json(prep_dir / "prepare.json")["fingerprint"]
-    path = prep_dir / "features" / f"inception_{split}_{size}px_{fingerprint}.npz"
+    features = split_features(
+        prep_dir, split, "inception", lambda x: extract_features(x, device).numpy(), size=size
+    )
     data = load_split(prep_dir, split, size)
-    if path.is_file():
-        with np.load(path) as stored:
-            features = stored["features"]
-    else:
-        log.info(
-            "computing Inception features of %d %s images (cached afterwards)",
-            len(data.labels),
-            split,
-        )
-        features = extract_features(data.images, device).numpy()
-        with atomic_open(path, "wb") as handle:
-            np.savez(handle, features=features)
     labels = data.labels.numpy()
     return {name: features[labels == k] for k, name in enumerate(data.class_names)}
 

@@ -170,6 +170,8 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
         grid = save_grid(images[labels == k], figures / f"synthetic_{name}.png", 8)
         doc.image(grid, f"synthetic {name} (first 32)")
 
+    _privacy(doc, results)
+
     doc.heading("Misclassified test faces (seed 0)")
     for name, seeds in runs.items():
         path = Path(seeds[0]["misclassified"])
@@ -184,6 +186,35 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
     )
     write_text(run_dir / "report.md", doc.markdown())
     write_text(run_dir / "report.html", doc.html())
+
+
+def _privacy(doc: Document, results: dict) -> None:
+    doc.heading("Privacy of the synthetic faces")
+    filt = results.get("privacy_filter") or {}
+    if filt.get("on"):
+        doc.paragraph(
+            "Privacy filter on: "
+            + "; ".join(
+                f"{c}: {filt['dropped'][c]} of {filt['candidates'][c]} candidates dropped"
+                for c in filt["dropped"]
+            )
+            + " (too close to a training face or photo; listed in `synthetic/dropped.csv`)."
+        )
+    else:
+        doc.paragraph("Privacy filter off: scenario 2 used the unfiltered sample.")
+    audit = results.get("audit")
+    if not audit:
+        doc.paragraph("No privacy audit was run (--no-audit).")
+        return
+    style = "verdict" if audit["verdict"] == "pass" else "note"
+    doc.paragraph(f"**Audit verdict: {audit['verdict'].upper()}.** {audit['statement']}", style)
+    if audit.get("dp"):
+        doc.paragraph(f"GAN trained with DP-SGD: epsilon {audit['dp']['epsilon']:.2f}.")
+    doc.table(
+        ["measure", "value", "threshold", "verdict"],
+        [[n, m["value"], m["threshold"], m["verdict"]] for n, m in audit["measures"].items()],
+        caption="worst class per measure; the full audit: `audit/report.html`",
+    )
 
 
 def _verdict(results: dict) -> str:

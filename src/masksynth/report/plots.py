@@ -51,8 +51,14 @@ def confusion_matrices(
     return _save(fig, path)
 
 
-def roc_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Path) -> Path:
-    """ROC of each scenario and seed; y_true is 1 for the positive class."""
+def roc_curves(
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+    path: Path,
+    title: str = "ROC on the real test split (one line per seed)",
+    xlabel: str = "1 - specificity",
+    ylabel: str = "sensitivity",
+) -> Path:
+    """ROC of each named score (one line per seed); y_true is 1 for the positive class."""
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     for name, runs in curves.items():
         for k, (y_true, y_score) in enumerate(runs):
@@ -61,15 +67,15 @@ def roc_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Pat
                 ax.plot(
                     fpr,
                     tpr,
-                    color=COLOURS.get(name, "k"),
+                    color=COLOURS.get(name),  # None: matplotlib's colour cycle
                     alpha=0.8,
                     lw=1.3,
                     label=name if k == 0 else None,
                 )
     ax.plot([0, 1], [0, 1], ls=":", color="grey")
-    ax.set_xlabel("1 - specificity")
-    ax.set_ylabel("sensitivity")
-    ax.set_title("ROC on the real test split (one line per seed)", fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -92,4 +98,21 @@ def training_curves(histories: dict[str, list[list[dict]]], path: Path) -> Path:
     for ax in (left, right):
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def histograms(panels: list[dict], path: Path) -> Path:
+    """One panel per dict: {'title', 'series': {label: values}, 'line': x or None, 'xlabel'}."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        series = {k: np.asarray(v)[np.isfinite(v)] for k, v in panel["series"].items()}
+        values = np.concatenate([v for v in series.values() if len(v)] or [np.zeros(1)])
+        bins = np.linspace(values.min(), values.max() + 1e-9, 40)
+        for label, v in series.items():
+            ax.hist(v, bins=bins, density=True, alpha=0.55, label=f"{label} (n={len(v)})")
+        if panel.get("line") is not None:
+            ax.axvline(panel["line"], color="crimson", ls="--", lw=1.2, label="threshold")
+        ax.set_title(panel["title"], fontsize=10)
+        ax.set_xlabel(panel.get("xlabel", ""))
+        ax.legend(fontsize=7)
     return _save(fig, path)

@@ -1,0 +1,208 @@
+"""Differentially private GAN training: DP-SGD on the discriminator, with Opacus parts.
+
+Only D reads real images; G learns from D's outputs alone, so G and every image it makes
+inherit D's guarantee (post-processing). Each D step takes a Poisson sample of the real
+images (what the RDP accountant assumes), clips each real image's gradient, adds Gaussian
+noise to their sum, and then adds the gradient of the fake images unclipped and un-noised:
+fakes hold no private data, and treating them as private would clip and noise them a second
+time (Opacus issue #418). Per-class units learn from disjoint images, so the run's epsilon
+is the largest unit's (parallel composition).
+
+Not covered: the training logs (losses and D(x) on real batches), which are not released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+
+import torch
+from opacus import GradSampleModule
+from opacus.accountants import RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
+from opacus.optimizers import DPOptimizer
+from torch import nn
+
+from masksynth.config import GanConfig
+from masksynth.errors import MasksynthError
+
+# Real images need no input gradient; PyTorch warns that the first layer's hook sees none.
+warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients")
+
+
+def check(config: GanConfig) -> None:
+    """User errors in the DP options of a run with --dp-epsilon set."""
+    if config.dp_epsilon < 0:
+        raise MasksynthError("--dp-epsilon must be >= 0 (0 = no differential privacy)")
+    if config.d_norm == "spectral":
+        raise MasksynthError(
+            "--dp-epsilon cannot be combined with --d-norm spectral (Opacus has no per-sample "
+            "gradients through spectral norm); keep --d-norm batch: D then uses GroupNorm"
+        )
+    if not 0 <= config.dp_delta < 1:
+        raise MasksynthError("--dp-delta must be in [0, 1) (0 = 1 / (10 x training images))")
+    if config.dp_max_grad_norm <= 0:
+        raise MasksynthError("--dp-max-grad-norm must be > 0")
+
+
+class PrivateD:
+    """The DP-SGD state of one discriminator: per-sample hooks, clip-and-noise, accountant."""
+
+    def __init__(
+        self,
+        D: nn.Module,
+        opt_d: torch.optim.Optimizer,
+        *,
+        sample_rate: float,
+        noise_multiplier: float,
+        planned_steps: int,
+        max_grad_norm: float,
+        batch_size: int,
+        history: list = (),
+    ) -> None:
+        # The hooks live on D's own layers, so D is called as before (and saved as before).
+        self.hooks = GradSampleModule(D, loss_reduction="sum")
+        self.params = [p for p in D.parameters() if p.requires_grad]
+        # 'mean' divides the noised sum by the *expected* batch size, as Poisson sampling needs.
+        self.optimizer = DPOptimizer(
+            opt_d,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=batch_size,
+        )
+        self.accountant = RDPAccountant()
+        self.accountant.history = [tuple(h) for h in history]
+        self.optimizer.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate))
+        self.sample_rate, self.noise_multiplier = sample_rate, noise_multiplier
+        self.planned_steps = planned_steps
+        self._spent: tuple[int, float, float] | None = None  # (steps, delta, epsilon)
+
+    @property
+    def steps(self) -> int:
+        return sum(n for _, _, n in self.accountant.history)
+
+    def epsilon(self, delta: float) -> float:
+        # Remembered: the RDP sums take a good fraction of a second on two CPU cores.
+        if self._spent is None or self._spent[:2] != (self.steps, delta):
+            spent = self.accountant.get_epsilon(delta) if self.accountant.history else 0.0
+            self._spent = (self.steps, delta, spent)
+        return self._spent[2]
+
+    def sample(self, indices: torch.Tensor) -> torch.Tensor:
+        """Poisson sampling: each image joins the batch on its own with the sample rate."""
+        return indices[torch.rand(len(indices), device=indices.device) < self.sample_rate]
+
+    @contextlib.contextmanager
+    def hooks_off(self):
+        """For passes over fake images only: no per-sample gradients are recorded."""
+        self.hooks.disable_hooks()
+        try:
+            yield
+        finally:
+            self.hooks.enable_hooks()
+
+    @contextlib.contextmanager
+    def generator_pass(self):
+        """G's step: D is a fixed function of fake images (no hooks, no D gradients)."""
+        for p in self.params:
+            p.requires_grad_(False)
+        try:
+            with self.hooks_off():
+                yield
+        finally:
+            for p in self.params:
+                p.requires_grad_(True)
+
+    def fake_gradients(self, loss_fake: torch.Tensor) -> list[torch.Tensor]:
+        """The plain gradient of the fake-image loss (D's forward must run under hooks_off)."""
+        with self.hooks_off():
+            return list(torch.autograd.grad(loss_fake, self.params))
+
+    def step(self, fake_grads: list[torch.Tensor], n_real: int) -> None:
+        """Clip and noise the real per-sample gradients, add the fake ones, take Adam's step."""
+        for p in self.params:
+            if n_real == 0:  # an empty Poisson batch still counts: the update is noise only
+                p.grad_sample = p.new_zeros((0, *p.shape))
+            # Clip the very values that are summed, in fp32 even under bf16 autocast.
+            p.grad_sample = p.grad_sample.float()
+        self.optimizer.pre_step()  # clip, sum, add noise, divide by batch size, account
+        for p, grad in zip(self.params, fake_grads, strict=True):
+            p.grad.add_(grad)
+        self.optimizer.original_optimizer.step()
+
+    def state(self) -> dict:
+        return {
+            "sample_rate": self.sample_rate,
+            "noise_multiplier": self.noise_multiplier,
+            "planned_steps": self.planned_steps,
+            "history": [list(h) for h in self.accountant.history],
+        }
+
+
+def attach(units: list, config: GanConfig, n_train: int, saved: dict | None = None) -> float:
+    """Make each unit's D private (sets `unit.dp`) and return delta.
+
+    A new run plans its steps from --epochs and picks each unit's noise so that the plan
+    spends exactly the target epsilon; a resumed run keeps its saved plan and accounting.
+    """
+    if saved is not None:
+        delta, plans = saved["delta"], saved["units"]
+    else:
+        delta = config.dp_delta or 1.0 / (10 * n_train)
+        per_epoch = max(math.ceil(len(u.indices) / config.batch_size) for u in units)
+        plans = {
+            u.name: _plan(config, len(u.indices), config.epochs * per_epoch, delta) for u in units
+        }
+    for unit in units:
+        unit.dp = PrivateD(
+            unit.D,
+            unit.opt_d,
+            max_grad_norm=config.dp_max_grad_norm,
+            batch_size=config.batch_size,
+            **plans[unit.name],
+        )
+    return delta
+
+
+def _plan(config: GanConfig, n_images: int, steps: int, delta: float) -> dict:
+    sample_rate = min(1.0, config.batch_size / n_images)
+    sigma = get_noise_multiplier(
+        target_epsilon=config.dp_epsilon,
+        target_delta=delta,
+        sample_rate=sample_rate,
+        steps=steps,
+        accountant="rdp",
+    )
+    return {"sample_rate": sample_rate, "noise_multiplier": sigma, "planned_steps": steps}
+
+
+def record(units: list, config: GanConfig, delta: float, history: bool = False) -> dict:
+    """The run's DP settings and spent epsilon (the largest unit's), for gan.json and logs.
+
+    With `history`, every unit's plan and accountant history too (for the checkpoint).
+    """
+    spent = {u.name: u.dp.epsilon(delta) for u in units}
+    worst = max(units, key=lambda u: spent[u.name])
+    result = {
+        "epsilon": spent[worst.name],
+        "target_epsilon": config.dp_epsilon,
+        "delta": delta,
+        "noise_multiplier": worst.dp.noise_multiplier,
+        "max_grad_norm": config.dp_max_grad_norm,
+        "sample_rate": worst.dp.sample_rate,
+        "steps": worst.dp.steps,
+        "planned_steps": worst.dp.planned_steps,
+    }
+    if history:
+        result["units"] = {u.name: u.dp.state() for u in units}
+    elif len(units) > 1:
+        result["units"] = {
+            u.name: {
+                "epsilon": spent[u.name],
+                "noise_multiplier": u.dp.noise_multiplier,
+                "sample_rate": u.dp.sample_rate,
+            }
+            for u in units
+        }
+    return result

@@ -1,0 +1,1 @@
+"""Anonymization you can check: the privacy audit of synthetic faces, and privacy filters."""

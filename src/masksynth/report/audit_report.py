@@ -1,0 +1,153 @@
+"""report.md and a self-contained report.html for `masksynth audit`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from masksynth.fileio import write_text
+from masksynth.privacy.distances import nearest
+from masksynth.privacy.identity import cosine_to_nearest
+from masksynth.report import plots
+from masksynth.report.document import Document
+from masksynth.report.sheets import save_grid
+
+PAIRS = 16
+
+
+def write_audit_report(out_dir: Path, result: dict, sets) -> None:
+    figures = out_dir / "figures"
+    doc = Document("masksynth privacy audit", out_dir)
+    style = "verdict" if result["verdict"] == "pass" else "note"
+    doc.paragraph(f"**Verdict: {result['verdict'].upper()}.** {result['statement']}", style)
+    doc.paragraph(
+        f"Synthetic set `{result['synthetic']}` (S) against the GAN's training images T and "
+        f"held-out images H (splits {', '.join(result['config']['holdout'])}, never shown to "
+        f"the GAN) of `{result['train']}`. Every measure asks whether S is closer to T than "
+        "H is; H is the yardstick of 'unseen real photos'."
+    )
+    dp = (result.get("gan") or {}).get("dp")
+    if dp:
+        doc.paragraph(
+            f"The GAN was trained with differential privacy (DP-SGD on the discriminator): "
+            f"**epsilon = {dp['epsilon']:.2f}** at delta = {dp['delta']:.2g}."
+        )
+    elif result.get("gan"):
+        doc.paragraph("The GAN was trained without differential privacy (no formal guarantee).")
+
+    doc.heading("Privacy measures")
+    doc.table(*_rows(result["measures"]), caption="worst class first decides each verdict")
+    doc.heading("Quality checks (do not decide the verdict)")
+    doc.table(*_rows(result["quality"]))
+    doc.heading("What each measure asks, and its rule")
+    for name, m in {**result["measures"], **result["quality"]}.items():
+        doc.paragraph(f"**{name}** ({m['space']}): {m['question']} Rule: {m['rule']}.")
+
+    doc.heading("Settings")
+    cal = result["identity_calibration"]
+    doc.paragraph(
+        f"Identity threshold (SFace cosine): **{cal['threshold']}**, "
+        + (
+            f"calibrated on {cal['people']} people from the prepared folder's person keys: "
+            f"{cal['false_accept_rate']:.0%} of {cal['different_person_pairs']} different-person "
+            f"pairs and {cal['true_accept_rate']:.0%} of {cal['same_person_pairs']} same-person "
+            "pairs pass it."
+            if cal["source"] == "calibrated"
+            else f"{cal['note']}."
+        )
+    )
+    head = ["class", "S", "T", "H", "S (Inception)", "T (Inception)", "H (Inception)"]
+    rows = []
+    for name, roles in result["sizes"].items():
+        rows.append(
+            [name]
+            + [roles[r]["all"] for r in ("synthetic", "train", "holdout")]
+            + [roles[r]["inception"] for r in ("synthetic", "train", "holdout")]
+        )
+    doc.table(head, rows, caption="images compared (Inception measures use seeded subsets)")
+
+    doc.heading("Figures")
+    doc.image(_distance_figure(sets, figures / "distances.png"), "distances to T: S vs H")
+    doc.image(_roc_figure(sets, figures / "membership_roc.png"), "membership inference ROC")
+    for cs in sets.classes:
+        path = _closest_pairs(cs, figures / f"closest_pairs_{cs.name}.png")
+        doc.image(
+            path,
+            f"{cs.name}: the {PAIRS} synthetic images closest to a training image (pixel "
+            "distance), each followed by that training image",
+        )
+    write_text(out_dir / "report.md", doc.markdown())
+    write_text(out_dir / "report.html", doc.html())
+
+
+def _rows(measures: dict) -> tuple[list, list]:
+    head = ["measure", "class", "value", "H baseline", "threshold", "verdict"]
+    rows = []
+    for name, m in measures.items():
+        for cls, r in m["classes"].items():
+            value = r.get("value")
+            if "ci95" in r and value is not None:
+                value = f"{value:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+            verdict = r["verdict"] + (f" ({r['reason']})" if r.get("reason") else "")
+            rows.append([name, cls, value, r.get("baseline"), r.get("threshold"), verdict])
+    return head, rows
+
+
+def _distance_figure(sets, path: Path) -> Path:
+    panels = []
+    for cs in sets.classes:
+        px = cs.features["pixel"]
+        panels.append(
+            {
+                "title": f"{cs.name}: pixel distance to nearest T",
+                "series": {
+                    "synthetic": nearest(px["synthetic"], px["train"])[0],
+                    "held-out": nearest(px["holdout"], px["train"])[0],
+                },
+                "xlabel": "distance of standardised 64 px images",
+            }
+        )
+        ids = cs.features["identity"]
+        panels.append(
+            {
+                "title": f"{cs.name}: identity similarity to nearest T",
+                "series": {
+                    "synthetic": cosine_to_nearest(ids["synthetic"], ids["train"])[0],
+                    "held-out": cosine_to_nearest(ids["holdout"], ids["train"])[0],
+                },
+                "line": sets.identity_threshold,
+                "xlabel": "SFace cosine",
+            }
+        )
+    return plots.histograms(panels, path)
+
+
+def _roc_figure(sets, path: Path) -> Path:
+    curves = {}
+    for cs in sets.classes:
+        px = cs.features["pixel"]
+        d_t = nearest(px["train"], px["synthetic"])[0]
+        d_h = nearest(px["holdout"], px["synthetic"])[0]
+        y = np.r_[np.ones(len(d_t)), np.zeros(len(d_h))]
+        curves[f"{cs.name} black-box"] = [(y, -np.r_[d_t, d_h])]
+        if sets.discriminator is not None:
+            s = np.r_[
+                sets.discriminator(cs.images["train"], cs.index),
+                sets.discriminator(cs.images["holdout"], cs.index),
+            ]
+            curves[f"{cs.name} white-box (D)"] = [(y, s)]
+    return plots.roc_curves(
+        curves, path, title="membership inference: T (members) vs H", xlabel="FPR", ylabel="TPR"
+    )
+
+
+def _closest_pairs(cs, path: Path) -> Path:
+    px = cs.features["pixel"]
+    d, index = nearest(px["synthetic"], px["train"])
+    order = np.argsort(d)[:PAIRS]
+    pairs = []
+    for i in order:
+        pairs += [cs.images["synthetic"][i], cs.images["train"][index[i]]]
+    return save_grid(torch.stack(pairs), path, columns=8)
