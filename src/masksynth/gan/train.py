@@ -433,25 +433,23 @@ class _Trainer:
         unit.count += 1
 
     def _private_d_step(self, unit, real, labels, fake, fake_labels):
-        """D's DP-SGD step: fake gradients on a hook-free pass, real ones clipped and noised."""
+        """D's DP-SGD step: real and fake images in one hooked pass, all clipped, noised once."""
         policy, private = self.config.diffaugment, unit.dp
         private.optimizer.zero_grad(set_to_none=True)
-        with private.hooks_off(), self.autocast:
-            d_fake = unit.D(diff_augment(fake.detach(), policy), fake_labels).float()
-            loss_fake = F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-        fake_grads = private.fake_gradients(loss_fake)
-        loss_real = torch.zeros((), device=self.device)
-        d_real = torch.zeros(0, device=self.device)
-        if len(real):
-            with self.autocast:
-                d_real = unit.D(diff_augment(real, policy), labels).float()
-                # A sum: the DP optimiser divides the noised sum by the expected batch size.
-                loss_real = F.binary_cross_entropy_with_logits(
-                    d_real, torch.ones_like(d_real), reduction="sum"
-                )
-            loss_real.backward()
-        private.step(fake_grads, len(real))
-        return loss_real / max(len(real), 1) + loss_fake.detach(), d_real, d_fake
+        n_real = len(real)
+        images = torch.cat([diff_augment(real, policy), diff_augment(fake.detach(), policy)])
+        both = None if labels is None else torch.cat([labels, fake_labels])
+        with self.autocast:
+            logits = unit.D(images.contiguous(memory_format=torch.channels_last), both).float()
+        targets = torch.cat([torch.ones(n_real), torch.zeros(len(fake))]).to(logits.device)
+        # A sum: the DP optimiser divides the noised sum by the expected batch size.
+        F.binary_cross_entropy_with_logits(logits, targets, reduction="sum").backward()
+        private.step()
+        d_real, d_fake = logits[:n_real].detach(), logits[n_real:].detach()
+        loss = F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        if n_real:
+            loss = loss + F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+        return loss, d_real, d_fake
 
     # -- watching, logging, saving -----------------------------------------------------
     def _log(self, speed: float) -> str:

@@ -22,6 +22,20 @@ def write_audit_report(out_dir: Path, result: dict, sets) -> None:
     doc = Document("masksynth privacy audit", out_dir)
     style = "verdict" if result["verdict"] == "pass" else "note"
     doc.paragraph(f"**Verdict: {result['verdict'].upper()}.** {result['statement']}", style)
+    if result["quality_verdict"] == "poor":
+        doc.paragraph(
+            "Quality: **POOR** (see the quality checks): many synthetic images are not "
+            "realistic faces, which is one reason they copy nobody. Audit again after "
+            "improving the GAN: better faces can be closer to the people they learned from.",
+            "note",
+        )
+    if result["identity_calibration"]["source"] != "calibrated":
+        doc.paragraph(
+            "Caveat: the photos were prepared without person keys (`prepare --group-by`), "
+            "so held-out photos may show people who are also in the training split; "
+            "the yardstick H is then lenient.",
+            "note",
+        )
     doc.paragraph(
         f"Synthetic set `{result['synthetic']}` (S) against the GAN's training images T and "
         f"held-out images H (splits {', '.join(result['config']['holdout'])}, never shown to "
