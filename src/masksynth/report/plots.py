@@ -109,6 +109,8 @@ def histograms(panels: list[dict], path: Path) -> Path:
         values = np.concatenate([v for v in series.values() if len(v)] or [np.zeros(1)])
         bins = np.linspace(values.min(), values.max() + 1e-9, 40)
         for label, v in series.items():
+            if not len(v):  # e.g. no face found in any synthetic image
+                continue
             ax.hist(v, bins=bins, density=True, alpha=0.55, label=f"{label} (n={len(v)})")
         if panel.get("line") is not None:
             ax.axvline(panel["line"], color="crimson", ls="--", lw=1.2, label="threshold")
