@@ -20,13 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from masksynth.data import load_split
 from masksynth.errors import MasksynthError
-from masksynth.metrics.feature_cache import split_features
 from masksynth.privacy.distances import distance_ratio, k_nearest, pixels
-from masksynth.privacy.identity import IdentityEmbedder, cosine_to_nearest, embed_identities
+from masksynth.privacy.identity import IdentityEmbedder, cosine_to_nearest
 from masksynth.privacy.measures.dcr import copy_cuts, is_near_copy
-from masksynth.privacy.sets import IMAGE_SIZE, calibrate_identity
+from masksynth.privacy.sets import load_real
 
 
 @dataclass
@@ -91,11 +89,7 @@ class ReleaseFilter:
 def build_filter(prep_dir: str | Path, config) -> ReleaseFilter:
     """Thresholds and training features from a prepared folder (`config`: an AuditConfig)."""
     prep_dir = Path(prep_dir)
-    train = load_split(prep_dir, "train", IMAGE_SIZE)
-    holdout = [(split, load_split(prep_dir, split, IMAGE_SIZE)) for split in config.holdout]
-    id_train = split_features(prep_dir, "train", "identity", embed_identities)
-    id_hold = [split_features(prep_dir, s, "identity", embed_identities) for s, _ in holdout]
-    threshold, calibration = calibrate_identity(prep_dir, train, holdout, id_train, id_hold, config)
+    train, holdout, id_train, id_hold, threshold, calibration = load_real(prep_dir, config)
     hold_images = torch.cat([d.images for _, d in holdout])
     hold_labels = torch.cat([d.labels for _, d in holdout])
     filt = ReleaseFilter(

@@ -53,16 +53,12 @@ class AuditSets:
 
 
 def load_sets(synth_dir: Path, prep_dir: Path, config, device: torch.device) -> AuditSets:
-    train = load_split(prep_dir, "train", IMAGE_SIZE)
+    train, holdout, id_train, id_hold, threshold, calibration = load_real(prep_dir, config)
     classes = train.class_names
-    holdout = [(split, load_split(prep_dir, split, IMAGE_SIZE)) for split in config.holdout]
     files = synthetic_files(synth_dir, classes)
     synth_images, synth_labels = load_synthetic(synth_dir, classes, IMAGE_SIZE)
     synth_names = [str(path.relative_to(synth_dir)) for path, _ in files]
 
-    log.info("identity embeddings (SFace): training and held-out images are cached")
-    id_train = split_features(prep_dir, "train", "identity", embed_identities)
-    id_hold = [split_features(prep_dir, s, "identity", embed_identities) for s, _ in holdout]
     id_synth = embed_identities(synth_images, config.workers)
 
     hold_images = torch.cat([d.images for _, d in holdout])
@@ -110,9 +106,22 @@ def load_sets(synth_dir: Path, prep_dir: Path, config, device: torch.device) -> 
         _inception(cs, pick, hold_rows, prep_dir, config, rng, device)
         sets.append(cs)
 
-    threshold, calibration = calibrate_identity(prep_dir, train, holdout, id_train, id_hold, config)
     gan = gan_behind(synth_dir)
     return AuditSets(sets, threshold, calibration, _discriminator(gan, device), gan)
+
+
+def load_real(prep_dir: Path, config):
+    """T, the held-out splits, their identity embeddings (cached) and the identity threshold.
+
+    Shared by the audit and the release filter, so both judge with the same threshold.
+    """
+    train = load_split(prep_dir, "train", IMAGE_SIZE)
+    holdout = [(split, load_split(prep_dir, split, IMAGE_SIZE)) for split in config.holdout]
+    log.info("identity embeddings (SFace) of the real images: cached in the prepared folder")
+    id_train = split_features(prep_dir, "train", "identity", embed_identities)
+    id_hold = [split_features(prep_dir, s, "identity", embed_identities) for s, _ in holdout]
+    threshold, calibration = calibrate_identity(prep_dir, train, holdout, id_train, id_hold, config)
+    return train, holdout, id_train, id_hold, threshold, calibration
 
 
 def _inception(cs: ClassSets, pick, hold_rows, prep_dir, config, rng, device) -> None:
