@@ -53,10 +53,12 @@ class AuditSets:
 
 
 def load_sets(synth_dir: Path, prep_dir: Path, config, device: torch.device) -> AuditSets:
-    train, holdout, id_train, id_hold, threshold, calibration = load_real(prep_dir, config)
+    # The synthetic folder is read first: a bad file fails in seconds, not after the embeddings.
+    train = load_split(prep_dir, "train", IMAGE_SIZE)
     classes = train.class_names
     files = synthetic_files(synth_dir, classes)
     synth_images, synth_labels = load_synthetic(synth_dir, classes, IMAGE_SIZE)
+    _, holdout, id_train, id_hold, threshold, calibration = load_real(prep_dir, config, train)
     synth_names = [str(path.relative_to(synth_dir)) for path, _ in files]
 
     id_synth = embed_identities(synth_images, config.workers)
@@ -110,12 +112,12 @@ def load_sets(synth_dir: Path, prep_dir: Path, config, device: torch.device) -> 
     return AuditSets(sets, threshold, calibration, _discriminator(gan, device), gan)
 
 
-def load_real(prep_dir: Path, config):
+def load_real(prep_dir: Path, config, train=None):
     """T, the held-out splits, their identity embeddings (cached) and the identity threshold.
 
     Shared by the audit and the release filter, so both judge with the same threshold.
     """
-    train = load_split(prep_dir, "train", IMAGE_SIZE)
+    train = train if train is not None else load_split(prep_dir, "train", IMAGE_SIZE)
     holdout = [(split, load_split(prep_dir, split, IMAGE_SIZE)) for split in config.holdout]
     log.info("identity embeddings (SFace) of the real images: cached in the prepared folder")
     id_train = split_features(prep_dir, "train", "identity", embed_identities)
