@@ -407,8 +407,9 @@ class _Trainer:
             with self.autocast:
                 fake = unit.G(z, fake_labels)
             loss_d, d_real, d_fake = self._private_d_step(unit, real, labels, fake, fake_labels)
-        # Under DP, D's per-sample hooks stay off in the G step: nothing of it is accounted.
-        with unit.dp.generator_pass() if unit.dp is not None else contextlib.nullcontext():
+        # G's step needs D's input gradient only: frozen D skips its weight gradients (a
+        # third of D's backward). Under DP the per-sample hooks stay off too.
+        with unit.dp.generator_pass() if unit.dp is not None else _frozen(unit.D):
             with self.autocast:
                 d_gen = unit.D(diff_augment(fake, policy), fake_labels).float()
                 loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
@@ -623,6 +624,19 @@ class _DeferredInterrupt:
 
 
 @torch.no_grad()
+@contextlib.contextmanager
+def _frozen(module: torch.nn.Module):
+    """No weight gradients for module inside the block (its input gradient still flows)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
         p_ema.lerp_(p.detach(), 1.0 - decay)
