@@ -129,16 +129,9 @@ def train_classifier(
         )
         for step in bar:
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x = images[batch].float() / 255.0
-            if augment is not None:
-                x = augment(x)
-            x = normalise(x, IMAGENET_MEAN, IMAGENET_STD)
-            with autocast(device, precision):
-                logits = model(x).float()
-            loss = F.cross_entropy(logits, labels[batch], weight=weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss, logits = train_step(
+                model, optimizer, images[batch], labels[batch], augment, weight, precision
+            )
             schedule.step()
             sums["loss"] += loss.item() * len(batch)
             sums["correct"] += int((logits.argmax(1) == labels[batch]).sum())
@@ -192,6 +185,21 @@ def train_classifier(
     }
     write_json(done, summary)
     return summary
+
+
+def train_step(model, optimizer, images, labels, augment, weight, precision: str):
+    """One optimiser step on a uint8 batch (augmented and normalised here, on its device)."""
+    x = images.float() / 255.0
+    if augment is not None:
+        x = augment(x)
+    x = normalise(x, IMAGENET_MEAN, IMAGENET_STD)
+    with autocast(x.device, precision):
+        logits = model(x).float()
+    loss = F.cross_entropy(logits, labels, weight=weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, logits
 
 
 def _counts(labels, classes: list[str]) -> dict[str, int]:

@@ -623,7 +623,6 @@ class _DeferredInterrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
-@torch.no_grad()
 @contextlib.contextmanager
 def _frozen(module: torch.nn.Module):
     """No weight gradients for module inside the block (its input gradient still flows)."""
@@ -637,6 +636,7 @@ def _frozen(module: torch.nn.Module):
             p.requires_grad_(True)
 
 
+@torch.no_grad()
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
         p_ema.lerp_(p.detach(), 1.0 - decay)
