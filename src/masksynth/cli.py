@@ -513,6 +513,8 @@ def experiment(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and a non-zero exit code."""
+    from masksynth.distributed import teardown
+
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="masksynth", standalone_mode=False)
@@ -529,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (KeyboardInterrupt, typer.Abort):
         result = INTERRUPTED
+    finally:
+        teardown()  # leave torchrun's process group cleanly
     if result == INTERRUPTED:  # typer turns Ctrl-C into this exit code, silently
         print("masksynth: interrupted; run the same command again to resume", file=sys.stderr)
     return result if isinstance(result, int) else 0

@@ -25,12 +25,8 @@ from masksynth.classify.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 from masksynth.config import ClassifierConfig
 from masksynth.data import load_split
 from masksynth.data.synthetic import load_synthetic
-from masksynth.device import (
-    autocast,
-    classifier_memory_format,
-    pick_device,
-    resolve_precision,
-)
+from masksynth.device import autocast, classifier_memory_format, resolve_precision
+from masksynth.distributed import average_buffers, check_in_sync, mean_over_ranks, setup, wrap
 from masksynth.errors import MasksynthError
 from masksynth.fileio import read_json, write_json
 from masksynth.metrics.classification import binary_metrics
@@ -67,7 +63,7 @@ def train_classifier(
             return {**summary, "reused": True}
     if synthetic_only and synthetic_dir is None:
         raise MasksynthError("training on synthetic images only needs --synthetic")
-    device = pick_device(config.device)
+    ranks, device = setup(config.device)
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     prep_meta = read_json(prep_dir / "prepare.json")
@@ -89,6 +85,9 @@ def train_classifier(
 
     model = build_model(config.arch, len(classes), config.weights)
     model = model.to(device, memory_format=classifier_memory_format(device))
+    trained = wrap(model, ranks, device)  # DDP under torchrun (BatchNorm statistics of rank 0)
+    if ranks.on:  # each rank draws its own augmentations
+        torch.manual_seed(config.seed + 7919 * ranks.rank)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -110,9 +109,10 @@ def train_classifier(
         "synthetic_dir": str(synthetic_dir) if synthetic_dir else None,
         "synthetic_only": synthetic_only,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     history_path = out_dir / "history.jsonl"
-    history_path.unlink(missing_ok=True)
+    if ranks.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        history_path.unlink(missing_ok=True)
     best, started = None, time.perf_counter()
     for epoch in range(config.epochs):
         order = torch.randperm(
@@ -126,24 +126,32 @@ def train_classifier(
             unit="step",
             dynamic_ncols=True,
             leave=False,
+            disable=not ranks.main,
         )
         for step in bar:
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+            if len(batch) < ranks.world:  # a share for every rank, or none steps
+                continue
+            batch = ranks.shard(batch)
             loss, logits = train_step(
-                model, optimizer, images[batch], labels[batch], augment, weight, precision
+                trained, optimizer, images[batch], labels[batch], augment, weight, precision
             )
             schedule.step()
             sums["loss"] += loss.item() * len(batch)
             sums["correct"] += int((logits.argmax(1) == labels[batch]).sum())
             sums["n"] += len(batch)
+        sums = mean_over_ranks(sums, ranks, device)
+        average_buffers([model], ranks)  # validation uses the statistics of all the shards
+        if not ranks.main:  # rank 0 alone selects and writes; the others train on
+            continue
         model.eval()
         probs = predict_proba(model, val.images, meta, device)
         val_loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), val.labels))
         scores = binary_metrics(val.labels.numpy(), probs[:, positive].numpy(), positive)
         record = {
             "epoch": epoch + 1,
-            "train_loss": sums["loss"] / sums["n"],
-            "train_accuracy": sums["correct"] / sums["n"],
+            "train_loss": float(sums["loss"] / sums["n"]),
+            "train_accuracy": float(sums["correct"] / sums["n"]),
             "val_loss": val_loss,
             "val_accuracy": scores["accuracy"]["value"],
             "val_balanced_accuracy": scores["balanced_accuracy"],
@@ -167,6 +175,9 @@ def train_classifier(
             record["val_balanced_accuracy"] or float("nan"),
             " (best)" if best[1] == epoch + 1 else "",
         )
+    check_in_sync({"model": model}, ranks)
+    if not ranks.main:
+        return {"stage": "train-classifier", "rank": ranks.rank, "processes": ranks.world}
     summary = {
         "stage": "train-classifier",
         "prep_dir": str(prep_dir.resolve()),
@@ -176,6 +187,7 @@ def train_classifier(
         "synthetic_only": synthetic_only,
         "composition": composition,
         "device": str(device),
+        "processes": ranks.world,
         "precision": precision,
         "best_epoch": best[1],
         "val_metrics": best[2],

@@ -27,7 +27,17 @@ from tqdm import tqdm
 from masksynth.config import GanConfig
 from masksynth.data import load_split
 from masksynth.device import autocast as autocast_for
-from masksynth.device import pick_device, resolve_precision
+from masksynth.device import resolve_precision
+from masksynth.distributed import (
+    Ranks,
+    any_rank,
+    average_buffers,
+    check_in_sync,
+    gather,
+    mean_over_ranks,
+    setup,
+    wrap,
+)
 from masksynth.errors import MasksynthError
 from masksynth.fileio import read_json, write_json
 from masksynth.gan.checkpoint import (
@@ -68,6 +78,9 @@ class Unit:
     count: int = 0
     d_wins_steps: int = 0
     dp: PrivateD | None = None  # set when training with differential privacy
+    # What the training step calls: DDP wrappers under torchrun, else G and D themselves
+    G_train: torch.nn.Module | None = None
+    D_train: torch.nn.Module | None = None
 
 
 class Diverged(MasksynthError):
@@ -93,11 +106,13 @@ def train_gan(
             "or choose another --out"
         )
     _validate(config)
-    device = pick_device(config.device)
+    ranks, device = setup(config.device)
+    if ranks.on and config.dp_epsilon:
+        raise MasksynthError("--dp-epsilon trains in one process: run it without torchrun")
     precision = resolve_precision(config.precision, device)
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
 
     data = load_split(prep_dir, "train", IMAGE_SIZE)
     if len(data.labels) == 0:
@@ -105,6 +120,13 @@ def train_gan(
     images = data.images.to(device)
     labels = data.labels.to(device)
     units = _build_units(config, data.class_names, data.labels, device)
+    for unit in units:
+        # D is called twice (real, fake) before one backward: buffers are not re-broadcast
+        # between the calls (that would change BatchNorm's statistics in place).
+        unit.G_train = wrap(unit.G, ranks, device, broadcast_buffers=False)
+        unit.D_train = wrap(unit.D, ranks, device, broadcast_buffers=False)
+    if ranks.on:  # each rank draws its own noise and augmentations
+        torch.manual_seed(config.seed + 7919 * ranks.rank)
     delta = None
     if config.dp_epsilon:
         from masksynth.gan import dp
@@ -127,9 +149,10 @@ def train_gan(
         _restore(units, state)
         epoch, next_step = state["epoch"], state["next_step"]
         global_step, elapsed = state["global_step"], state["elapsed_s"]
-        set_rng_state(state["rng"])
+        _restore_rng(state, ranks)
         log.info("resuming %s at epoch %d, step %d", run_dir, epoch + 1, next_step)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "stage": "train-gan",
         "prep_dir": str(prep_dir.resolve()),
@@ -138,16 +161,20 @@ def train_gan(
         "classes": data.class_names,
         "device": str(device),
         "precision": precision,
+        "processes": ranks.world,
         "train_images": dict(_class_counts(data)),
         **run_record(),
     }
-    write_json(run_dir / ("gan.json" if state is None else "gan-resume.json"), meta)
+    if ranks.main:
+        write_json(run_dir / ("gan.json" if state is None else "gan-resume.json"), meta)
 
     trainer = _Trainer(
         config, units, images, labels, data.class_names, device, precision, run_dir, prep_dir
     )
     trainer.dp_delta = delta
+    trainer.ranks = ranks
     trainer.run(epoch, next_step, global_step, elapsed)
+    check_in_sync({f"{u.name}.{n}": getattr(u, n) for u in units for n in ("G", "D")}, ranks)
     summary = {
         **meta,
         "epochs_done": trainer.epoch,
@@ -157,6 +184,8 @@ def train_gan(
     }
     if delta is not None:
         summary["dp"] = dp.record(units, config, delta)
+    if not ranks.main:
+        return summary
     if config.final_metrics and trainer.stop_reason == "done":
         from masksynth.metrics.gan_quality import evaluate_generators
 
@@ -222,8 +251,26 @@ def _build_units(
         G_ema = copy.deepcopy(G).eval().requires_grad_(False) if config.ema_decay else None
         opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=tuple(config.betas))
         opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=tuple(config.betas))
-        units.append(Unit(name, class_index, indices.to(device), G, D, G_ema, opt_g, opt_d))
+        unit = Unit(name, class_index, indices.to(device), G, D, G_ema, opt_g, opt_d)
+        unit.G_train, unit.D_train = G, D
+        units.append(unit)
     return units
+
+
+def _restore_rng(state: dict, ranks: Ranks) -> None:
+    saved = state.get("rng_ranks", [state["rng"]])
+    if len(saved) == ranks.world:
+        set_rng_state(saved[ranks.rank])
+        return
+    # Another number of processes than the run was saved with: it continues, not bit-exactly.
+    log.warning(
+        "resuming a run saved by %d process(es) with %d: the noise differs from then on",
+        len(saved),
+        ranks.world,
+    )
+    set_rng_state(saved[0])
+    if ranks.on:
+        torch.manual_seed(state["global_step"] * 1_000_003 + 7919 * ranks.rank)
 
 
 def _restore(units: list[Unit], state: dict) -> None:
@@ -264,6 +311,7 @@ class _Trainer:
         self.metrics_file = run_dir / "metrics.jsonl"
         self._writer = None
         self.dp_delta: float | None = None  # set when training with differential privacy
+        self.ranks = Ranks()  # set under torchrun
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, epoch: int, next_step: int, global_step: int, elapsed: float) -> None:
@@ -284,6 +332,7 @@ class _Trainer:
                     unit="step",
                     dynamic_ncols=True,
                     desc=f"epoch {self.epoch + 1}/{config.epochs}",
+                    disable=not self.ranks.main,
                 )
                 images_done, started = 0, time.monotonic()
                 for step in range(next_step, steps):
@@ -297,8 +346,9 @@ class _Trainer:
                             images_done += len(batch)
                             continue
                         batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-                        if len(batch) >= 2:  # BatchNorm needs two samples
-                            self._train_step(unit, batch)
+                        # BatchNorm needs two samples on every rank
+                        if len(batch) >= 2 * self.ranks.world:
+                            self._train_step(unit, self.ranks.shard(batch))
                             images_done += len(batch)
                     self.global_step += 1
                     self.elapsed += time.monotonic() - t0
@@ -307,12 +357,18 @@ class _Trainer:
                         speed = images_done / max(time.monotonic() - started, 1e-9)
                         bar.set_postfix_str(self._log(speed))
                     bar.update()
-                    if stop.requested:
+                    # The ranks decide together: a save or a stop is a collective step.
+                    stop_now, save_now, time_up = self._agree(
+                        stop.requested,
+                        self._due(last_save),
+                        bool(config.max_minutes and self.elapsed >= config.max_minutes * 60),
+                    )
+                    if stop_now:
                         raise KeyboardInterrupt
-                    if self._due(last_save):
+                    if save_now:
                         self._save(next_step)
                         last_save = time.monotonic()
-                    if config.max_minutes and self.elapsed >= config.max_minutes * 60:
+                    if time_up:
                         self.stop_reason = "time limit"
                         break
                 bar.close()
@@ -320,6 +376,7 @@ class _Trainer:
                     self._save(next_step)
                     return
                 self.epoch, next_step = self.epoch + 1, 0
+                self._average_buffers()
                 self._end_of_epoch()
                 self._save(0)
                 last_save = time.monotonic()
@@ -349,6 +406,9 @@ class _Trainer:
                 ]
             )
         return orders
+
+    def _agree(self, *flags: bool) -> list[bool]:
+        return any_rank(list(flags), self.ranks, self.device)
 
     def _budget_spent(self) -> bool:
         """A DP run stops at the end of its plan: one more step would exceed the target."""
@@ -394,9 +454,9 @@ class _Trainer:
         policy = config.diffaugment
         if unit.dp is None:
             with self.autocast:
-                fake = unit.G(z, labels)
-                d_real = unit.D(diff_augment(real, policy), labels).float()
-                d_fake = unit.D(diff_augment(fake.detach(), policy), labels).float()
+                fake = unit.G_train(z, labels)
+                d_real = unit.D_train(diff_augment(real, policy), labels).float()
+                d_fake = unit.D_train(diff_augment(fake.detach(), policy), labels).float()
                 loss_d = F.binary_cross_entropy_with_logits(
                     d_real, torch.ones_like(d_real)
                 ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
@@ -405,16 +465,17 @@ class _Trainer:
             unit.opt_d.step()
         else:
             with self.autocast:
-                fake = unit.G(z, fake_labels)
+                fake = unit.G_train(z, fake_labels)
             loss_d, d_real, d_fake = self._private_d_step(unit, real, labels, fake, fake_labels)
-        # G's step needs D's input gradient only: frozen D skips its weight gradients (a
-        # third of D's backward). Under DP the per-sample hooks stay off too.
-        with unit.dp.generator_pass() if unit.dp is not None else _frozen(unit.D):
+        # G's step needs D's input gradient only: backward(inputs=G's weights) skips D's
+        # weight gradients (a third of D's backward) and, under torchrun, D's all-reduce.
+        # Under DP the per-sample hooks stay off too.
+        with unit.dp.generator_pass() if unit.dp is not None else contextlib.nullcontext():
             with self.autocast:
                 d_gen = unit.D(diff_augment(fake, policy), fake_labels).float()
                 loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
             unit.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
+            loss_g.backward(inputs=list(unit.G.parameters()))
             unit.opt_g.step()
         if unit.G_ema is not None:
             # Warm-up: early weights change fast, so a long average would mix bad generators.
@@ -454,6 +515,9 @@ class _Trainer:
 
     # -- watching, logging, saving -----------------------------------------------------
     def _log(self, speed: float) -> str:
+        for unit in self.units:  # each rank saw its share of the batch: report the mean
+            if unit.count:
+                unit.sums = mean_over_ranks(unit.sums, self.ranks, self.device)
         self._check_finite()
         shown = []
         for unit in self.units:
@@ -470,13 +534,14 @@ class _Trainer:
             }
             if unit.dp is not None:
                 record["epsilon"] = round(unit.dp.epsilon(self.dp_delta), 4)
-            with open(self.metrics_file, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-            writer = self._tensorboard()
-            if writer is not None:
-                for key, value in means.items():
-                    writer.add_scalar(f"{unit.name}/{key}", value, self.global_step)
-            self._watch_balance(unit, means)
+            if self.ranks.main:
+                with open(self.metrics_file, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                writer = self._tensorboard()
+                if writer is not None:
+                    for key, value in means.items():
+                        writer.add_scalar(f"{unit.name}/{key}", value, self.global_step)
+                self._watch_balance(unit, means)
             shown.append(
                 f"{unit.name[:10]} D {means['loss_d']:.2f} G {means['loss_g']:.2f} "
                 f"D(x) {means['d_real']:.2f} D(G(z)) {means['d_fake']:.2f}"
@@ -489,16 +554,19 @@ class _Trainer:
         return text
 
     def _check_finite(self) -> None:
-        for unit in self.units:
-            for key in ("loss_d", "loss_g"):
-                value = unit.sums.get(key)
-                if value is not None and not math.isfinite(float(value)):
-                    raise Diverged(
-                        f"training diverged ({unit.name}: {key} is {float(value)}) at epoch "
-                        f"{self.epoch + 1}, step {self.global_step}; the last good checkpoint "
-                        f"is kept at {checkpoint_path(self.run_dir)}: lower --lr-g/--lr-d or "
-                        "use --precision fp32"
-                    )
+        bad = [
+            f"{unit.name}: {key} is {float(value)}"
+            for unit in self.units
+            for key, value in unit.sums.items()
+            if key in ("loss_d", "loss_g") and not math.isfinite(float(value))
+        ]
+        if any_rank([bool(bad)], self.ranks, self.device)[0]:  # every rank stops together
+            raise Diverged(
+                f"training diverged ({bad[0] if bad else 'in another process'}) at epoch "
+                f"{self.epoch + 1}, step {self.global_step}; the last good checkpoint "
+                f"is kept at {checkpoint_path(self.run_dir)}: lower --lr-g/--lr-d or "
+                "use --precision fp32"
+            )
 
     def _watch_balance(self, unit: Unit, means: dict[str, float]) -> None:
         if means["d_fake"] < D_WINS_AT and means["d_real"] > 1 - D_WINS_AT:
@@ -527,6 +595,8 @@ class _Trainer:
         return self._writer or None
 
     def _end_of_epoch(self) -> None:
+        if not self.ranks.main:
+            return
         grids = self.run_dir / "grids"
         for k, name in enumerate(self.classes):
             unit = self._unit_for(k)
@@ -559,8 +629,16 @@ class _Trainer:
                 return unit
         raise KeyError(class_index)
 
+    def _average_buffers(self) -> None:
+        modules = [u.G for u in self.units] + [u.D for u in self.units]
+        average_buffers(modules + [u.G_ema for u in self.units if u.G_ema is not None], self.ranks)
+
     def _save(self, next_step: int) -> None:
         self._check_finite()
+        self._average_buffers()
+        rngs = gather(rng_state(), self.ranks)  # each rank's noise continues on resume
+        if not self.ranks.main:
+            return
         units = {}
         for unit in self.units:
             units[unit.name] = {
@@ -580,7 +658,8 @@ class _Trainer:
                 "next_step": next_step,
                 "global_step": self.global_step,
                 "elapsed_s": self.elapsed,
-                "rng": rng_state(),
+                "rng": rngs[0],
+                **({"rng_ranks": rngs} if self.ranks.on else {}),
                 "units": units,
                 **self._dp_state(),
             },
@@ -621,19 +700,6 @@ class _DeferredInterrupt:
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-@contextlib.contextmanager
-def _frozen(module: torch.nn.Module):
-    """No weight gradients for module inside the block (its input gradient still flows)."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 @torch.no_grad()
