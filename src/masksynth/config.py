@@ -148,6 +148,9 @@ class ExperimentConfig:
     control: bool = True  # also train on synthetic only (first seed) and test on real
     privacy_filter: bool = True  # scenario 2 uses the privacy-filtered sample
     audit: bool = True  # privacy audit of the synthetic set, in the report
+    # Inception subset per class of the audit: n synthetic, n held-out, 2n training images
+    # (None: AuditConfig's 150 / 150 / 300). Inception runs at ~5 images/s on 2 CPU cores.
+    audit_inception: int | None = None
     device: str = "auto"
 
     def to_dict(self) -> dict:
@@ -155,13 +158,16 @@ class ExperimentConfig:
 
 
 EXPERIMENT_PRESETS: dict[str, dict] = {
-    # About 30 minutes on 2 AVX2 CPU cores (ResNet18 trains at ~65 img/s there; the
-    # privacy audit adds ~5 minutes).
+    # The whole pipeline in minutes on 2 CPU cores (see README for the time by stage):
+    # compute-bound there (ResNet18 trains at ~65 img/s, Inception runs at ~5 img/s), so
+    # fewer epochs and images, not a faster loop, keep it short.
     "quick": {
         "seeds": 2,
-        "classifier_epochs": 3,
+        "classifier_epochs": 2,
+        "synthetic_per_class": 500,
         "gan_preset": "quick",
-        "gan_metrics_samples": 200,
+        "gan_metrics_samples": 100,
+        "audit_inception": 100,
     },
     # The paper's recipe: a GPU job (the paper GAN alone is ~2 h on 2 CPU cores).
     "paper": {"seeds": 3, "classifier_epochs": 30, "gan_preset": "paper"},

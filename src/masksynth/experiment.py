@@ -150,7 +150,11 @@ def _audit_or_reuse(synth_dir: Path, prep_dir: Path, audit_dir: Path, config) ->
     if previous.is_file() and read_json(previous).get("sample_started_utc") == sample_id:
         log.info("%s already audits this sample: reusing it", audit_dir)
         return read_json(previous)
-    result = run_audit(synth_dir, prep_dir, audit_dir, AuditConfig(device=config.device))
+    subsets = {}
+    if config.audit_inception:
+        n = config.audit_inception
+        subsets = dict(inception_synthetic=n, inception_holdout=n, inception_train=2 * n)
+    result = run_audit(synth_dir, prep_dir, audit_dir, AuditConfig(device=config.device, **subsets))
     result["sample_started_utc"] = sample_id
     write_json(previous, result)
     return result
