@@ -8,6 +8,7 @@ the settings stored in the checkpoint. Classes absent from the folder are allowe
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import torch
 
 from masksynth.classify.checkpoint import load_classifier, predict_proba
 from masksynth.data import load_split
-from masksynth.data.ingest import IngestOptions, init_worker, process_file, scan_image_folder
+from masksynth.data.ingest import IngestOptions, scan_image_folder
+from masksynth.data.prepare import process_files
 from masksynth.device import pick_device
 from masksynth.errors import MasksynthError
 from masksynth.metrics.classification import binary_metrics
@@ -81,19 +83,20 @@ def _raw(data_dir: Path, meta: dict):
         settings["max_pixels"],
         tuple(settings["alpha_background"]),
     )
-    init_worker(options.face_threshold)
-    images, labels, sources, rejected = [], [], [], []
-    for source in files:
-        if source.skip_reason:
-            continue
-        record, arrays = process_file(data_dir, source, options)
+    rejected = []
+    todo = sorted((s for s in files if not s.skip_reason), key=lambda s: s.relpath)
+    label_of = {s.relpath: mapping[classes.index(s.label)] for s in todo}
+    done = {}
+    # Face detection is the slow part: the same process pool as `prepare`.
+    for record, arrays in process_files(data_dir, todo, options, len(os.sched_getaffinity(0))):
         if arrays is None:
-            rejected.append((source.relpath, record["reason"]))
-            log.warning("skipped %s: %s", source.relpath, record["reason"])
-            continue
-        images.append(arrays[meta["size"]])
-        labels.append(mapping[classes.index(source.label)])
-        sources.append(source.relpath)
+            rejected.append((record["source"], record["reason"]))
+            log.warning("skipped %s: %s", record["source"], record["reason"])
+        else:
+            done[record["source"]] = arrays[meta["size"]]
+    sources = [s.relpath for s in todo if s.relpath in done]  # a fixed order, whatever came first
+    images = [done[rel] for rel in sources]
+    labels = [label_of[rel] for rel in sources]
     stacked = (
         torch.from_numpy(np.stack(images))
         if images

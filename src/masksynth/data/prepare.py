@@ -186,7 +186,7 @@ def _process_all(
         workers = workers or len(os.sched_getaffinity(0))
         bar = tqdm(total=len(todo), desc="prepare", unit="img", dynamic_ncols=True)
         try:
-            for record, arrays in _run_pool(data_dir, todo, options, workers):
+            for record, arrays in process_files(data_dir, todo, options, workers):
                 source = stat[record["source"]]
                 results[source.relpath] = (record, arrays)
                 store.add(record, arrays, source.size, source.mtime_ns)
@@ -206,14 +206,17 @@ def _process_all(
     return results
 
 
-def _run_pool(data_dir: Path, todo: list[SourceFile], options: IngestOptions, workers: int):
+def process_files(data_dir: Path, todo: list[SourceFile], options: IngestOptions, workers: int):
+    """(record, arrays) per file, decoded and face-cropped in `workers` processes, any order."""
     if workers <= 1 or len(todo) < 8:
         init_worker(options.face_threshold)
         for source in todo:
             yield process_file(data_dir, source, options)
         return
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=init_worker, initargs=(options.face_threshold,)) as pool:
+    with context.Pool(
+        workers, initializer=_init_pool_worker, initargs=(options.face_threshold,)
+    ) as pool:
         tasks = [(data_dir, source, options) for source in todo]
         yield from pool.imap_unordered(_process_star, tasks, chunksize=4)
 

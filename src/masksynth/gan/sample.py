@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -149,6 +150,7 @@ def sample(
                 bar.update(1)
             tried += count
         bar.close()
+    os.sync()  # every PNG is on disk before the manifest that lists them
     write_csv(out_dir / "manifest.csv", MANIFEST_FIELDS, rows)
     filter_info = {"on": privacy_filter}
     if release_filter is not None:
@@ -199,5 +201,5 @@ def _release_filter(run_dir: Path, prep_dir: str | Path | None):
 def _write_png(path: Path, image: torch.Tensor) -> None:
     buffer = io.BytesIO()
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
-    with atomic_open(path, "wb") as handle:
+    with atomic_open(path, "wb", sync=False) as handle:  # one os.sync() before the manifest
         handle.write(buffer.getvalue())

@@ -1,0 +1,166 @@
+"""Classifier training speed: masksynth's step against the usual tutorial loop, in one run.
+
+Both train ResNet18 (2 classes, batch 64, AdamW) with the paper's classic augmentation at
+--size px. The baseline is the tutorial way: ImageFolder decoding the raw photos in 2
+DataLoader workers with torchvision's PIL transforms, fp32, NCHW, eager. masksynth trains
+from the prepared uint8 cache and augments whole batches on the device (`train_step`).
+`compute_only` is masksynth's step on a random batch already in memory: no data cost, so
+`ceiling_ratio` is the most any input pipeline could gain over the baseline. Prints one
+JSON line; medians over --repeats.
+
+    python benchmarks/classifier_speed.py --data ../shared/datasets/face-mask --prep runs/prep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from common import result
+from torch.utils.data import DataLoader
+from torchvision import datasets, models, transforms
+
+from masksynth.classify.augment import Augment
+from masksynth.classify.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from masksynth.classify.train import train_step
+from masksynth.config import PrepareConfig
+from masksynth.data import load_split
+from masksynth.data.prepare import prepare
+from masksynth.device import (
+    classifier_memory_format,
+    cpu_has_fast_bf16,
+    pick_device,
+    resolve_precision,
+)
+
+BATCH = 64
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def plain_loop(data_dir: Path, size: int, steps: int, device: torch.device) -> float:
+    """img/s of the tutorial loop, decoding and PIL augmentation included."""
+    tf = transforms.Compose(
+        [
+            transforms.Resize((size, size)),
+            transforms.RandomAffine(15, translate=(0.1, 0.1), scale=(0.85, 1.15)),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+    loader = DataLoader(
+        datasets.ImageFolder(str(data_dir), transform=tf),
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=2,
+    )
+    model = models.resnet18(num_classes=2).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    done, started, it = 0, None, iter(loader)
+    for step in range(steps + 1):
+        try:
+            x, y = next(it)
+        except StopIteration:  # a new epoch decodes every photo again
+            it = iter(loader)
+            x, y = next(it)
+        x, y = x.to(device), y.to(device)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step == 0:  # the first batch pays worker start-up: leave it out
+            _sync(device)
+            started = time.perf_counter()
+        else:
+            done += len(x)
+    _sync(device)
+    return done / (time.perf_counter() - started)
+
+
+def _masksynth_model(device: torch.device):
+    model = build_model("resnet18", 2).to(device, memory_format=classifier_memory_format(device))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    return model.train(), optimizer
+
+
+def _timed_steps(get_batch, steps: int, device: torch.device, precision: str) -> float:
+    """img/s of masksynth's train_step; get_batch(k) gives step k's (uint8 images, labels),
+    and is called inside the timed part. Step 0 warms up and is not timed."""
+    model = build_model("resnet18", 2).to(device, memory_format=classifier_memory_format(device))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    augment = Augment()
+    for k in range(steps + 1):
+        if k == 1:
+            _sync(device)
+            started = time.perf_counter()
+        images, labels = get_batch(k)
+        train_step(model, optimizer, images, labels, augment, None, precision)
+    _sync(device)
+    return steps * BATCH / (time.perf_counter() - started)
+
+
+def masksynth_loop(
+    prep_dir: Path, size: int, steps: int, device: torch.device, precision: str
+) -> float:
+    """img/s of masksynth's training step on the cached uint8 images (batch gather included,
+    as train_classifier does it)."""
+    data = load_split(prep_dir, "train", size)
+    images, labels = data.images.to(device), data.labels.to(device)
+    generator = torch.Generator().manual_seed(0)
+    picks = [
+        torch.randperm(len(labels), generator=generator)[:BATCH].to(device)
+        for _ in range(steps + 1)
+    ]
+    return _timed_steps(lambda k: (images[picks[k]], labels[picks[k]]), steps, device, precision)
+
+
+def compute_only(size: int, steps: int, device: torch.device, precision: str) -> float:
+    """img/s of the same step on one random uint8 batch already in memory: no data cost."""
+    images = torch.randint(0, 256, (BATCH, 3, size, size), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 2, (BATCH,), device=device)
+    return _timed_steps(lambda k: (images, labels), steps, device, precision)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/face-mask"))
+    parser.add_argument("--prep", type=Path, default=Path("runs/prep"))
+    parser.add_argument("--size", type=int, default=64, choices=(64, 128))
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    if not (args.prep / "prepare.json").is_file():
+        prepare(args.data, args.prep, PrepareConfig(sizes=(64, 128)))
+    precision = resolve_precision("auto", device)
+    ours, plain, compute = [], [], []
+    for _ in range(args.repeats):
+        plain.append(plain_loop(args.data, args.size, args.steps, device))
+        ours.append(masksynth_loop(args.prep, args.size, args.steps, device, precision))
+        compute.append(compute_only(args.size, args.steps, device, precision))
+    record = result(
+        f"classifier_train_{device.type}_{args.size}",
+        "img/s",
+        ours,
+        plain,
+        compute_only=compute,
+        precision=precision,
+        cpu_native_bf16=cpu_has_fast_bf16(),
+        size=args.size,
+        batch=BATCH,
+        steps=args.steps,
+    )
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The one result record every benchmark prints: medians, the plain baseline and their ratio."""
+
+from __future__ import annotations
+
+import statistics
+
+
+def result(name: str, unit: str, ours: list[float], plain: list[float] | None, **extra) -> dict:
+    """A benchmark's record (value/baseline are medians over the repeats in `runs`)."""
+    value = statistics.median(ours)
+    baseline = statistics.median(plain) if plain else None
+    runs = {"masksynth": ours, **({"plain": plain} if plain else {})}
+    if "compute_only" in extra:  # the plain step with no data cost: what a pipeline can reach
+        compute = extra.pop("compute_only")
+        runs["compute_only"] = compute
+        extra = {
+            "compute_only": round(statistics.median(compute), 1),
+            "ceiling_ratio": round(statistics.median(compute) / baseline, 2) if baseline else None,
+            **extra,
+        }
+    return {
+        "name": name,
+        "value": round(value, 1),
+        "unit": unit,
+        "baseline": round(baseline, 1) if baseline else None,
+        "ratio": round(value / baseline, 2) if baseline else None,
+        **extra,
+        "repeats": len(ours),
+        "runs": runs,
+    }
