@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import result
+from common import batches, result
 from torch.utils.data import DataLoader
 from torchvision import datasets, models, transforms
 
@@ -64,13 +64,8 @@ def plain_loop(data_dir: Path, size: int, steps: int, device: torch.device) -> f
     )
     model = models.resnet18(num_classes=2).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    done, started, it = 0, None, iter(loader)
-    for step in range(steps + 1):
-        try:
-            x, y = next(it)
-        except StopIteration:  # a new epoch decodes every photo again
-            it = iter(loader)
-            x, y = next(it)
+    done, started = 0, None
+    for step, (x, y) in enumerate(batches(loader, steps + 1)):
         x, y = x.to(device), y.to(device)
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
+from collections.abc import Iterable, Iterator
 
 
 def result(name: str, unit: str, ours: list[float], plain: list[float] | None, **extra) -> dict:
@@ -28,3 +30,8 @@ def result(name: str, unit: str, ours: list[float], plain: list[float] | None, *
         "repeats": len(ours),
         "runs": runs,
     }
+
+
+def batches(loader: Iterable, n: int) -> Iterator:
+    """n batches of the loader, epoch after epoch (a new epoch decodes every photo again)."""
+    return itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader)), n)

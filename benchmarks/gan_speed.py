@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import result
+from common import batches, result
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
@@ -78,13 +78,8 @@ def plain_loop(data_dir: Path, steps: int, device: torch.device) -> float:
         persistent_workers=False,
     )
     G, D, opt_g, opt_d = _adam_pair(device)
-    done, started, it = 0, None, iter(loader)
-    for step in range(steps + 1):
-        try:
-            real, _ = next(it)
-        except StopIteration:  # a new epoch decodes every photo again
-            it = iter(loader)
-            real, _ = next(it)
+    done, started = 0, None
+    for step, (real, _) in enumerate(batches(loader, steps + 1)):
         plain_step(G, D, opt_g, opt_d, real.to(device))
         if step == 0:  # the first batch pays worker start-up: leave it out
             started = time.perf_counter()

@@ -63,41 +63,12 @@ def test_two_processes_train_in_step_and_only_rank_0_writes(tiny_prep, tmp_path)
 
 
 def test_resume_under_torchrun_continues_the_run(tiny_prep, tmp_path):
-    first = _torchrun(
-        "-m",
-        "masksynth",
-        "train-gan",
-        tiny_prep,
-        "--out",
-        tmp_path / "run",
-        "--epochs",
-        "1",
-        "--g-width",
-        "8",
-        "--d-width",
-        "8",
-        "--batch-size",
-        "8",
-        "--device",
-        "cpu",
-        "--no-final-metrics",
-        cwd=tmp_path,
-    )
+    command = ["-m", "masksynth", "train-gan", tiny_prep, "--out", tmp_path / "run"]
+    command += ["--device", "cpu"]
+    tiny = ["--g-width", "8", "--d-width", "8", "--batch-size", "8", "--no-final-metrics"]
+    first = _torchrun(*command, "--epochs", "1", *tiny, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    more = _torchrun(
-        "-m",
-        "masksynth",
-        "train-gan",
-        tiny_prep,
-        "--out",
-        tmp_path / "run",
-        "--epochs",
-        "2",
-        "--resume",
-        "--device",
-        "cpu",
-        cwd=tmp_path,
-    )
+    more = _torchrun(*command, "--epochs", "2", "--resume", cwd=tmp_path)
     assert more.returncode == 0, more.stderr[-3000:]
     state = load_checkpoint(checkpoint_path(tmp_path / "run"))
     assert state["epoch"] == 2 and state["global_step"] == 6

@@ -358,10 +358,14 @@ class _Trainer:
                         bar.set_postfix_str(self._log(speed))
                     bar.update()
                     # The ranks decide together: a save or a stop is a collective step.
-                    stop_now, save_now, time_up = self._agree(
-                        stop.requested,
-                        self._due(last_save),
-                        bool(config.max_minutes and self.elapsed >= config.max_minutes * 60),
+                    stop_now, save_now, time_up = any_rank(
+                        [
+                            stop.requested,
+                            self._due(last_save),
+                            bool(config.max_minutes and self.elapsed >= config.max_minutes * 60),
+                        ],
+                        self.ranks,
+                        self.device,
                     )
                     if stop_now:
                         raise KeyboardInterrupt
@@ -406,9 +410,6 @@ class _Trainer:
                 ]
             )
         return orders
-
-    def _agree(self, *flags: bool) -> list[bool]:
-        return any_rank(list(flags), self.ranks, self.device)
 
     def _budget_spent(self) -> bool:
         """A DP run stops at the end of its plan: one more step would exceed the target."""
