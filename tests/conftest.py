@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ from imaging import encode, exif_rotated_jpeg, picture, png_claiming_size, write
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 REAL_DATA = Path(os.environ.get("MASKSYNTH_DATA", REPO.parent / "shared/datasets/face-mask"))
 
 # The keys `masksynth evaluate` must write, exactly (issue 4).
@@ -122,3 +125,24 @@ def tiny_prep(tmp_path_factory) -> Path:
         PrepareConfig(sizes=(64,), face_crop=False, split=(0.6, 0.2, 0.2), workers=1),
     )
     return root / "prep"
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`masksynth ARGS...` in a child process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "masksynth.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def interrupted(target: str, calls: int, signame: str, cli_args: list[str]):
+    """The CLI run in a child that signals itself right after `calls` calls of `target`
+    ('package.module:function'): an interruption at the same point on any machine."""
+    return subprocess.run(
+        [sys.executable, str(TESTS / "interrupt.py"), target, str(calls), signame, *cli_args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

@@ -1,5 +1,6 @@
 """The classifier stages: training, the checkpoint round trip and evaluation of raw photos."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -33,9 +34,11 @@ def tiny_classifier(tiny_prep, tmp_path_factory):
 def test_training_writes_a_complete_run(tiny_classifier, tiny_prep):
     checkpoint, summary = tiny_classifier
     assert summary["composition"]["real"] == {"with_mask": 24, "without_mask": 24}
-    assert summary["best_epoch"] in (1, 2)
-    history = (checkpoint.parent / "history.jsonl").read_text().splitlines()
-    assert len(history) == 2 and "val_balanced_accuracy" in json.loads(history[0])
+    history = [json.loads(line) for line in (checkpoint.parent / "history.jsonl").open()]
+    assert len(history) == 2
+    # the kept epoch is the best on validation: balanced accuracy, then lower loss
+    keys = [(h["val_balanced_accuracy"] or 0.0, -h["val_loss"]) for h in history]
+    assert summary["best_epoch"] == 1 + keys.index(max(keys))
     model, meta = load_classifier(checkpoint, torch.device("cpu"))
     assert meta["class_names"] == ["with_mask", "without_mask"]
     assert meta["positive_class"] == "without_mask" and meta["size"] == 64
@@ -136,3 +139,98 @@ def test_augmentation_is_per_image_and_keeps_shape():
     assert not torch.allclose(y[0], y[1])  # each image has its own transform
     identity = Augment(rotation_deg=0, scale=(1, 1), translate=0, flip=False)(x)
     assert torch.allclose(identity, x, atol=1e-5)
+
+
+class _RunsCode:
+    """Unpickling this would create a file: proof that loading ran the file's code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _evaluate_cli(checkpoint, data):
+    return subprocess.run(
+        [sys.executable, "-m", "masksynth.cli", "evaluate", str(checkpoint), str(data)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_bad_checkpoints_are_refused_in_one_line_without_running_code(
+    tiny_classifier, tiny_prep, tmp_path
+):
+    checkpoint, _ = tiny_classifier
+    marker = tmp_path / "code_ran"
+    with_code = tmp_path / "with_code.pt"
+    torch.save({"format": 1, "payload": _RunsCode(marker)}, with_code)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(checkpoint.read_bytes()[:5000])
+    wrong_shapes = tmp_path / "wrong_shapes.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    state["state_dict"]["fc.weight"] = torch.zeros(5, 3)
+    torch.save(state, wrong_shapes)
+    expected = {
+        with_code: "holds Python objects other than tensors",
+        truncated: "damaged or not a torch file",
+        wrong_shapes: "does not fit its network",
+        tmp_path / "missing.pt": "no classifier checkpoint",
+    }
+    for path, message in expected.items():
+        with pytest.raises(MasksynthError, match=message):
+            load_classifier(path, torch.device("cpu"))
+        result = _evaluate_cli(path, tiny_prep)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and str(path) in lines[0], lines
+        assert "weights_only" not in result.stderr
+    assert not marker.exists()
+
+
+def _synthetic_folder(root, seed):
+    for k, name in enumerate(("with_mask", "without_mask")):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            pixels = np.random.default_rng(seed * 100 + k * 10 + i).integers(0, 256, (64, 64, 3))
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_a_classifier_is_reused_only_when_built_from_the_same_inputs(tiny_prep, tmp_path):
+    from masksynth.config import PrepareConfig
+    from masksynth.data.prepare import prepare
+    from masksynth.fileio import read_csv
+
+    config = ClassifierConfig(epochs=1, batch_size=16, device="cpu", precision="fp32")
+    out = tmp_path / "clf"
+    checkpoint = out / "classifier.pt"
+
+    def trained_anew(*args, **kwargs) -> bool:
+        stamp = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
+        summary = train_classifier(*args, **kwargs)
+        assert bool(summary.get("reused")) == (checkpoint.stat().st_mtime_ns == stamp)
+        return not summary.get("reused")
+
+    assert trained_anew(tiny_prep, out, config)
+    assert not trained_anew(tiny_prep, out, config)  # the same inputs: reused
+    assert trained_anew(tiny_prep, out, dataclasses.replace(config, lr=5e-4))
+    synthetic = _synthetic_folder(tmp_path / "synth", seed=1)
+    assert trained_anew(tiny_prep, out, config, synthetic)
+    assert not trained_anew(tiny_prep, out, config, synthetic)
+    # the synthetic folder changed under the same name: its images are not the ones trained on
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(synthetic / "with_mask" / "0.png")
+    assert trained_anew(tiny_prep, out, config, synthetic)
+    # the photos split anew: the old train split may hold today's test photos
+    resplit = tmp_path / "prep2"
+    prepare(
+        tiny_prep.parent / "raw",
+        resplit,
+        PrepareConfig(sizes=(64,), face_crop=False, split=(0.6, 0.2, 0.2), seed=1, workers=1),
+    )
+    assert trained_anew(resplit, out, config)
+    trained_on = {r["source"] for r in read_csv(out / "training_set.csv") if r["origin"] == "real"}
+    assert trained_on == set(load_split(resplit, "train", 64).sources)
+    assert not trained_on & set(load_split(resplit, "test", 64).sources)

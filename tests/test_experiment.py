@@ -5,11 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import EVALUATE_KEYS
 
+from masksynth.fileio import read_csv
+from masksynth.metrics.stats import mcnemar_test
 
-def _run(raw: Path, out: Path) -> subprocess.CompletedProcess:
+
+def _run(raw: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             sys.executable,
@@ -33,6 +37,7 @@ def _run(raw: Path, out: Path) -> subprocess.CompletedProcess:
             "6",
             "--device",
             "cpu",
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -53,8 +58,9 @@ def test_results_json_is_complete(experiment_run):
     assert set(results["scenarios"]) == {"real", "real+synthetic", "synthetic-only"}
     for name, runs in results["scenarios"].items():
         assert [r["seed"] for r in runs] == ([0] if name == "synthetic-only" else [0, 1])
-        for r in runs:
-            assert Path(r["checkpoint"]).is_file()
+        for r in runs:  # paths relative to the run folder, so it can be moved
+            assert not Path(r["checkpoint"]).is_absolute()
+            assert (experiment_run / r["checkpoint"]).is_file()
             assert set(r["test"]) == EVALUATE_KEYS
             assert r["test"]["n"] == 16  # the same real test split for every scenario
     composition = results["scenarios"]["real+synthetic"][0]["composition"]
@@ -64,7 +70,19 @@ def test_results_json_is_complete(experiment_run):
         "without_mask": 0,
     }
     assert len(results["comparison"]["per_seed"]) == 2
-    assert 0 <= results["comparison"]["per_seed"][0]["mcnemar"]["p_value"] <= 1
+    # the comparison pairs each seed's two classifiers on the same saved test predictions
+    for seed, paired in enumerate(results["comparison"]["per_seed"]):
+        saved = [
+            np.load(
+                experiment_run / results["scenarios"][name][seed]["dir"] / "test_predictions.npz"
+            )
+            for name in ("real", "real+synthetic")
+        ]
+        positive = saved[0]["y_true"] == 1
+        correct = [(s["y_score"] >= 0.5) == positive for s in saved]
+        assert paired["mcnemar"] == mcnemar_test(*correct)
+    assert set(results["stages"].values()) == {"computed"}
+    assert results["test_leakage"]["test_images_in_training"] == 0
     assert results["summary"]["real"]["accuracy"]["n"] == 2
     assert set(results["gan"]["metrics"]) == {"with_mask", "without_mask"}
     assert results["positive_class"] == "without_mask" and results["command"]
@@ -89,3 +107,33 @@ def test_rerun_reuses_every_stage(experiment_run, tiny_prep):
     result = _run(tiny_prep.parent / "raw", experiment_run)
     assert result.returncode == 0, result.stderr[-3000:]
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    results = json.loads((experiment_run / "results.json").read_text())
+    assert set(results["stages"].values()) == {"reused"}, results["stages"]
+
+
+def test_rerun_with_another_split_recomputes_every_later_stage(experiment_run, tiny_prep):
+    """The issue's worst case: a new split must not reuse the GAN, sample, audit or classifiers
+    built on the old one (their training photos would sit in the new test split)."""
+    before = json.loads((experiment_run / "results.json").read_text())
+    old_train = set(
+        _sources(experiment_run / before["scenarios"]["real"][0]["dir"] / "training_set.csv")
+    )
+    # group the files by name across the classes (with_mask/07.png with without_mask/07.png):
+    # 40 groups of two, a different split
+    result = _run(tiny_prep.parent / "raw", experiment_run, "--group-by", r"^(\d\d)\.")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((experiment_run / "results.json").read_text())
+    assert results["prepare"]["fingerprint"] != before["prepare"]["fingerprint"]
+    assert set(results["stages"].values()) == {"computed"}, results["stages"]
+    assert results["sample_id"] != before["sample_id"]
+    assert results["test_leakage"]["test_images_in_training"] == 0
+    test = json.loads((experiment_run / "prep" / "prepare.json").read_text())
+    assert test["group_by"]["pattern"] == r"^(\d\d)\."
+    new_train = set(
+        _sources(experiment_run / results["scenarios"]["real"][0]["dir"] / "training_set.csv")
+    )
+    assert new_train != old_train  # the classifier was trained on the new train split
+
+
+def _sources(training_set: Path) -> list[str]:
+    return [r["source"] for r in read_csv(training_set) if r["origin"] == "real"]

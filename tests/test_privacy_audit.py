@@ -54,7 +54,10 @@ def _verdicts(result, kind="measures"):
 def test_a_generator_that_returns_training_images_fails_every_measure(faces, tmp_path):
     train = load_split(faces, "train", 64)
     synth = _write_set(tmp_path / "copies", train.images, train.labels, train.class_names)
-    result = run_audit(synth, faces, tmp_path / "audit", AuditConfig(device="cpu"))
+    # an unfiltered folder may be judged on both held-out splits: 32 faces per class, enough
+    # for the equal-size identifiability comparison to reach significance
+    config = AuditConfig(holdout=("val", "test"), device="cpu")
+    result = run_audit(synth, faces, tmp_path / "audit", config)
     verdicts = _verdicts(result)
     assert verdicts.pop("membership_whitebox") == "skipped"  # no GAN behind a folder
     assert set(verdicts.values()) == {"fail"}, verdicts
@@ -86,7 +89,13 @@ def test_noise_is_private_but_poor(faces, tmp_path):
     noise = torch.randint(0, 256, (80, 3, 64, 64), dtype=torch.uint8, generator=gen)
     synth = _write_set(tmp_path / "noise", noise, [i % 2 for i in range(80)], *[_classes(faces)])
     result = run_audit(synth, faces, tmp_path / "audit", AuditConfig(device="cpu"))
-    assert result["verdict"] == "pass", _verdicts(result)
+    verdicts = _verdicts(result)
+    # YuNet finds no face in noise: identity cannot be judged (warn), every other measure passes
+    assert verdicts.pop("identity_reidentification") == "warn"
+    assert verdicts.pop("membership_whitebox") == "skipped"
+    assert set(verdicts.values()) == {"pass"}, verdicts
+    assert result["verdict"] == "warn"
+    assert any("cannot judge" in reason for reason in result["reasons"])
     authentic = result["measures"]["authenticity"]["classes"]
     assert all(r["value"] == 1.0 for r in authentic.values())
     assert result["quality_verdict"] == "poor"
@@ -105,8 +114,11 @@ def test_release_filter_drops_copies_and_keeps_unseen_photos(faces):
         assert all(c["reason"] for c in copies)
         flipped = filt.check(train.images[train.labels == k].flip(3), k)  # mirrored copies
         assert np.mean([bool(c["reason"]) for c in flipped]) > 0.5
+        # calibrated on the 16 val photos per class only, each of the three rules (two face
+        # matchers, pixels) may drop about 5 % of unseen photos, and the dev data holds
+        # unnamed near copies across splits: most unseen photos still pass
         unseen = filt.check(test.images[test.labels == k], k)
-        assert np.mean([bool(c["reason"]) for c in unseen]) < 0.25
+        assert np.mean([bool(c["reason"]) for c in unseen]) < 1 / 3
 
 
 def test_filtered_sample_records_what_it_dropped(faces, tmp_path):
@@ -115,7 +127,8 @@ def test_filtered_sample_records_what_it_dropped(faces, tmp_path):
     train_gan(faces, run, config)
     meta = sample(run, tmp_path / "synth", n_per_class=20, device="cpu", privacy_filter=True)
     info = meta["privacy_filter"]
-    assert info["on"] and info["identity_threshold"] > 0
+    assert info["on"] and info["holdout"] == ["val"]  # calibrated on val, never on test
+    assert set(info["identity"]) == {"sface", "dlib"}
     manifest = read_csv(tmp_path / "synth" / "manifest.csv")
     dropped = read_csv(tmp_path / "synth" / "dropped.csv")
     assert len(manifest) == 40 and all(not r.get("reason") for r in manifest)

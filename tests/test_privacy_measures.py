@@ -6,7 +6,7 @@ import torch
 
 from masksynth.privacy.decide import attack_auc, excess_rate, excess_share, worst
 from masksynth.privacy.distances import k_nearest, nearest, pixels
-from masksynth.privacy.identity import cosine_to_nearest
+from masksynth.privacy.identity import most_similar
 from masksynth.privacy.measures.authenticity import identified, unauthentic
 from masksynth.privacy.measures.copying import c_t
 from masksynth.privacy.measures.dcr import copy_cuts, is_near_copy, near_copies
@@ -24,10 +24,14 @@ def test_nearest_and_exclude_self():
     assert d.tolist() == [0.0, 0.0] and i.tolist() == [0, 1]
 
 
-def test_cosine_to_nearest_skips_faceless_rows():
+def test_most_similar_skips_faceless_rows_for_both_matchers():
     ref = np.array([[1.0, 0.0], [np.nan, np.nan], [0.0, 1.0]])
-    best, index = cosine_to_nearest(np.array([[0.6, 0.8], [np.nan, np.nan]]), ref)
+    queries = np.array([[0.6, 0.8], [np.nan, np.nan]])
+    best, index = most_similar("sface", queries, ref)  # cosine
     assert best[0] == pytest.approx(0.8) and index[0] == 2
+    assert np.isnan(best[1]) and index[1] == -1
+    best, index = most_similar("dlib", queries, ref)  # minus Euclidean distance
+    assert best[0] == pytest.approx(-np.hypot(0.6, 0.2)) and index[0] == 2
     assert np.isnan(best[1]) and index[1] == -1
 
 

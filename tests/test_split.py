@@ -4,7 +4,13 @@ from collections import Counter
 import pytest
 
 from masksynth.data.dedupe import UnionFind, exact_duplicate_groups, near_duplicate_pairs
-from masksynth.data.split import assign_splits, compile_group_regex, group_key, parse_fractions
+from masksynth.data.split import (
+    assign_splits,
+    compile_group_regex,
+    detect_person_key,
+    group_key,
+    parse_fractions,
+)
 from masksynth.errors import MasksynthError
 
 
@@ -80,3 +86,44 @@ def test_exact_and_near_duplicates_by_hand():
     finder.union(3, 1)
     finder.union(1, 4)
     assert finder.groups() == [[0], [1, 3, 4], [2]]
+
+
+def _rmfd_names(people: int, photos: int) -> list[str]:
+    """`<a>_<b>_<person>_<nnnn>.jpg`, person names in letters only (as in the dev set)."""
+    letters = ["P" + "".join(chr(97 + int(d)) for d in str(p)) for p in range(people)]
+    return [f"{p}_{k % 2}_{letters[p]}_{k:04d}.jpg" for p in range(people) for k in range(photos)]
+
+
+def test_person_keys_are_detected_in_rmfd_and_lfw_style_names():
+    pattern, stats = detect_person_key(_rmfd_names(30, 4) + [f"img{k}.jpg" for k in range(40)])
+    assert pattern == r"^\d+_\d+_([A-Za-z]+)_\d+" and stats["keys"] == 30
+    assert group_key(compile_group_regex(pattern), "3_1_Pd_0007.jpg") == "Pd"
+    lfw = [
+        f"{first}_{last}_{k:04d}.jpg"
+        for first, last in (
+            ("Ada", "Lovelace"),
+            ("Alan", "Turing"),
+            ("Grace", "Hopper"),
+            ("Kurt", "Godel"),
+            ("Emmy", "Noether"),
+            ("Alan", "Kay"),
+        )
+        for k in range(1, 4)
+    ]
+    pattern, stats = detect_person_key(lfw + [f"x{k}.png" for k in range(50)])
+    assert pattern is not None and stats["keys"] == 6 and stats["repeated_keys"] == 6
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        [f"image_{k:04d}.jpg" for k in range(200)],  # numbered files: no person in the name
+        _rmfd_names(30, 4)[:40] + [f"img{k}.jpg" for k in range(200)],  # too few match
+        [f"{k}_0_Same_{k:04d}.jpg" for k in range(100)],  # one key for all: a prefix
+        [f"{k}_0_P{k}_{k:04d}.jpg" for k in range(100)],  # no key repeats
+        [],
+    ],
+)
+def test_names_without_a_person_key_are_left_ungrouped(names):
+    pattern, stats = detect_person_key(names)
+    assert pattern is None and "tried" in stats

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -46,6 +47,10 @@ def _root(
     logging.basicConfig(level=level, format="masksynth: %(message)s", stream=sys.stderr, force=True)
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def _int_triple(text: str, option: str) -> tuple[int, int, int]:
     try:
         values = tuple(int(v) for v in text.split(","))
@@ -77,12 +82,13 @@ def prepare(
     ),
     seed: Annotated[int, typer.Option(help="Seed of the split and the contact sheets.")] = 0,
     group_by: Annotated[
-        str | None,
+        str,
         typer.Option(
-            help="Regex on file names; files sharing its first group stay in one split "
-            r"(e.g. a person: '^\d+_\d+_([A-Za-z]+)_')."
+            help="Regex on file names; files sharing its first group (a person) stay in one "
+            r"split, e.g. '^\d+_\d+_([A-Za-z]+)_'. 'auto': detect a person-naming "
+            "convention in the names; 'none': no person grouping."
         ),
-    ] = None,
+    ] = "auto",
     face_crop: Annotated[bool, typer.Option(help="Crop the most confident face (YuNet).")] = True,
     face_margin: Annotated[
         float, typer.Option(help="Margin around the face box per side, as a share of its size.")
@@ -138,7 +144,10 @@ def prepare(
 def train_gan(
     prep_dir: Annotated[Path, typer.Argument(help="A folder made by 'masksynth prepare'.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (RUN_DIR).")],
-    preset: Annotated[str, typer.Option(help="paper | best | quick.")] = "paper",
+    preset: Annotated[
+        str | None,
+        typer.Option(help="paper | best | quick (default paper; with --resume: the run's own)."),
+    ] = None,
     epochs: Annotated[
         int | None, typer.Option(help="Epochs (with --resume: the new total).")
     ] = None,
@@ -205,10 +214,13 @@ def train_gan(
 ) -> None:
     """Train the paper's DCGAN (or the 'best'/'quick' recipe) on a prepared folder."""
     from masksynth.config import gan_config
+    from masksynth.gan.train import resume_config
     from masksynth.gan.train import train_gan as run
 
-    config = gan_config(
-        preset,
+    # with --resume, options left out keep the run's own values; the others must agree
+    make = partial(resume_config, out) if resume else gan_config
+    config = make(
+        preset if resume else (preset or "paper"),
         epochs=epochs,
         mode=mode,
         seed=seed,
@@ -285,8 +297,14 @@ def audit(
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")],
     holdout: Annotated[
         str,
-        typer.Option(help="Prepared splits the GAN never saw (the yardstick), comma-separated."),
+        typer.Option(
+            help="Prepared splits the GAN never saw (the yardstick H), comma-separated; not the "
+            "split the sample was privacy-filtered with."
+        ),
     ] = ",".join(AuditConfig.holdout),
+    matchers: Annotated[
+        str, typer.Option(help="Face matchers for re-identification: sface, dlib.")
+    ] = ",".join(AuditConfig.matchers),
     seed: Annotated[int, typer.Option(help="Seed of the subsets and bootstraps.")] = 0,
     inception_per_class: Annotated[
         int, typer.Option(help="Synthetic and held-out images per class in Inception space.")
@@ -309,7 +327,8 @@ def audit(
     from masksynth.privacy.audit import run_audit
 
     config = AuditConfig(
-        holdout=tuple(s.strip() for s in holdout.split(",") if s.strip()),
+        holdout=_names(holdout),
+        matchers=_names(matchers),
         seed=seed,
         inception_synthetic=inception_per_class,
         inception_holdout=inception_per_class,
@@ -321,6 +340,8 @@ def audit(
     )
     result = run_audit(synth_dir, train, out, config)
     typer.echo(f"{result['verdict'].upper()}: {result['statement']}")
+    for reason in result["reasons"]:
+        typer.echo(f"  because {reason}")
     for name, m in result["measures"].items():
         typer.echo(
             f"  {name:28s} {m['verdict']:7s} value {m['value']} (threshold {m['threshold']})"
@@ -403,7 +424,7 @@ def train_classifier(
         "best epoch %d: val balanced accuracy %.4f; checkpoint %s",
         summary["best_epoch"],
         val["balanced_accuracy"] or float("nan"),
-        summary["checkpoint"],
+        out / summary["checkpoint"],
     )
 
 
@@ -461,7 +482,11 @@ def experiment(
         typer.Option(help="Synthetic images per class for FID/KID/PRDC (default: preset)."),
     ] = None,
     group_by: Annotated[
-        str | None, typer.Option(help="Regex whose first group keeps e.g. one person in one split.")
+        str | None,
+        typer.Option(
+            help="Regex whose first group keeps one person in one split; 'auto' (default) "
+            "detects a person key in the file names; 'none'."
+        ),
     ] = None,
     control: Annotated[
         bool | None,

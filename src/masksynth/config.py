@@ -13,7 +13,9 @@ class PrepareConfig:
     sizes: tuple[int, ...] = (64, 128)
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     seed: int = 0
-    group_by: str | None = None  # regex; its first group names who/what must not straddle splits
+    # regex whose first group names who must not straddle splits (a person); 'auto' detects
+    # a person-naming convention in the file names (data.split.PERSON_KEY_PATTERNS); 'none'
+    group_by: str | None = "auto"
     face_crop: bool = True
     face_margin: float = 0.1  # added to each side of the face box, as a share of its size
     face_threshold: float = 0.6  # YuNet score; 0.6 finds ~95 % of masked faces on the dev set
@@ -65,6 +67,32 @@ class GanConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> GanConfig:
+        """A config read back from JSON or a checkpoint (lists become tuples again)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    def recipe(self) -> dict:
+        """The settings that define the networks and how they learn (not how a run is run)."""
+        return {k: v for k, v in self.to_dict().items() if k not in GAN_RUN_SETTINGS}
+
+
+# May change when a run is resumed: they change neither the networks nor the recipe.
+GAN_RUN_SETTINGS = frozenset(
+    {
+        "epochs",
+        "max_minutes",
+        "device",
+        "precision",
+        "deterministic",
+        "checkpoint_minutes",
+        "checkpoint_every_steps",
+        "log_every_steps",
+        "metrics_every_epochs",
+        "metrics_samples",
+        "final_metrics",
+    }
+)
 
 GAN_PRESETS: dict[str, dict] = {
     # The paper as written: per-class DCGAN, batch 128, Adam 1e-4, 100 epochs.
@@ -144,7 +172,7 @@ class ExperimentConfig:
     gan_preset: str = "quick"
     gan_epochs: int | None = None  # None: the GAN preset's
     gan_metrics_samples: int | None = None  # fakes per class for FID/KID/PRDC; None: preset's
-    group_by: str | None = None
+    group_by: str | None = "auto"  # see PrepareConfig
     control: bool = True  # also train on synthetic only (first seed) and test on real
     privacy_filter: bool = True  # scenario 2 uses the privacy-filtered sample
     audit: bool = True  # privacy audit of the synthetic set, in the report
@@ -189,7 +217,14 @@ def experiment_config(preset: str = "quick", **overrides) -> ExperimentConfig:
 class AuditConfig:
     """The privacy audit and the release filter (`masksynth audit`, `sample --privacy-filter`)."""
 
-    holdout: tuple[str, ...] = ("val", "test")  # splits the GAN never saw
+    # Held-out splits (never shown to the GAN), one role each: the release filter is
+    # calibrated on val, the audit judges on test, so the audit never grades its own filter
+    # and no training set is chosen with test statistics.
+    holdout: tuple[str, ...] = ("test",)
+    filter_holdout: tuple[str, ...] = ("val",)
+    matchers: tuple[str, ...] = ("sface", "dlib")  # face matchers; the stronger evidence decides
+    # identity cannot be judged (warn) when more synthetic images than this show no face
+    identity_max_faceless: float = 0.25
     seed: int = 0
     # Inception subsets per class (see privacy.sets): ~0.2 s per image on two CPU cores
     inception_synthetic: int = 150
@@ -205,8 +240,12 @@ class AuditConfig:
     authenticity_margin: float = 0.10
     cells: int = 5  # k-means cells of the C_T test
     bootstrap: int = 1000  # rounds of the membership-inference AUC interval
-    device: str = "auto"
-    workers: int = 0  # identity embedding processes; 0 = one per CPU core
+    device: str = field(default="auto", compare=False)
+    workers: int = field(default=0, compare=False)  # identity processes; 0: one per CPU core
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def settings(self) -> dict:
+        """What decides the audit's result (not where or how fast it runs)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("device", "workers")}

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from masksynth.classify.evaluate import evaluate
-from masksynth.classify.train import train_classifier
+from masksynth.classify.train import CHECKPOINT, TRAINING_SET, train_classifier
 from masksynth.config import (
     AuditConfig,
     ClassifierConfig,
@@ -25,13 +26,15 @@ from masksynth.config import (
     PrepareConfig,
     gan_config,
 )
+from masksynth.data import load_split
 from masksynth.data.prepare import prepare
 from masksynth.errors import MasksynthError
-from masksynth.fileio import read_json, write_json
+from masksynth.fileio import read_csv, read_json, write_json
 from masksynth.gan.checkpoint import checkpoint_path
 from masksynth.gan.sample import sample
-from masksynth.gan.train import train_gan
+from masksynth.gan.train import gan_inputs, train_gan
 from masksynth.metrics.stats import mcnemar_test, mean_sd, paired_bootstrap
+from masksynth.provenance import changes
 from masksynth.runinfo import run_record
 
 log = logging.getLogger(__name__)
@@ -42,12 +45,16 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    stages: dict[str, str] = {}  # stage -> 'computed' | 'reused' in this run
     started = time.perf_counter()
 
     def timed(name: str, function, *args, **kwargs):
         t0 = time.perf_counter()
         result = function(*args, **kwargs)
         timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 1)
+        reused = isinstance(result, dict) and result.get("reused")
+        if stages.get(name) != "computed":
+            stages[name] = "reused" if reused else "computed"
         return result
 
     sizes = tuple(sorted({64, config.size}))
@@ -59,9 +66,9 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
 
     log.info("2/4 train the GAN (%s preset)", config.gan_preset)
     gan_dir = run_dir / "gan"
-    gan = timed("train-gan", _train_or_resume_gan, prep_dir, gan_dir, config)
+    gan = timed("train-gan", _train_or_resume_gan, prep_dir, gan_dir, prep["fingerprint"], config)
     synth_dir = run_dir / "synthetic"
-    timed(
+    synthetic = timed(
         "sample",
         sample,
         gan_dir,
@@ -101,6 +108,9 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
                     config,
                 )
             )
+    leakage = check_no_test_leakage(
+        prep_dir, [run_dir / r["dir"] for results_ in runs.values() for r in results_]
+    )
 
     log.info("4/4 statistics and report")
     positive = prep["classes"].index(prep["positive_class"])
@@ -111,20 +121,29 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
         "config": config.to_dict(),
         "positive_class": prep["positive_class"],
         "classes": prep["classes"],
-        "prepare": {"dir": str(prep_dir), "counts": prep["counts"]},
+        "prepare": {
+            "dir": "prep",
+            "fingerprint": prep["fingerprint"],
+            "counts": prep["counts"],
+            "group_by": prep.get("group_by"),
+        },
+        "splits_used": SPLIT_ROLES,
         "gan": {
-            "dir": str(gan_dir),
+            "dir": "gan",
             "preset": config.gan_preset,
             "epochs": gan.get("epochs_done"),
             "train_seconds": gan.get("train_seconds"),
             "metrics": gan.get("metrics"),
         },
-        "synthetic_dir": str(synth_dir),
-        "privacy_filter": read_json(synth_dir / "sample.json").get("privacy_filter"),
-        "audit": _audit_summary(audit, run_dir / "audit"),
+        "synthetic_dir": "synthetic",
+        "sample_id": synthetic["sample_id"],
+        "privacy_filter": synthetic.get("privacy_filter"),
+        "audit": _audit_summary(audit),
+        "test_leakage": leakage,
         "scenarios": {name: [_public(r) for r in results_] for name, results_ in runs.items()},
         "summary": {name: _summarise(results_) for name, results_ in runs.items()},
         "comparison": comparisons,
+        "stages": stages,
         "timings_s": {
             "this_run": round(time.perf_counter() - started, 1),
             "this_run_by_stage": timings,
@@ -141,43 +160,85 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
     return results
 
 
-def _audit_or_reuse(synth_dir: Path, prep_dir: Path, audit_dir: Path, config) -> dict:
-    """The audit of this synthetic set; an earlier audit of the same sample is reused."""
-    from masksynth.privacy.audit import run_audit
+# Which split each stage used: test data never influences training, filtering or selection.
+SPLIT_ROLES = {
+    "GAN training": "train",
+    "privacy filter calibration": "val",
+    "classifier training": "train (+ the synthetic set in scenario 2)",
+    "classifier model selection": "val",
+    "classifier test metrics": "test",
+    "GAN quality (KID/FID/PRDC)": "test",
+    "privacy audit (held-out yardstick H)": "test",
+}
 
-    sample_id = read_json(synth_dir / "sample.json").get("started_utc")
-    previous = audit_dir / "audit.json"
-    if previous.is_file() and read_json(previous).get("sample_started_utc") == sample_id:
-        log.info("%s already audits this sample: reusing it", audit_dir)
-        return read_json(previous)
+
+def check_no_test_leakage(prep_dir: Path, classifier_dirs: list[Path]) -> dict:
+    """Refuse if any classifier trained on a test image (by file or by content)."""
+    test = load_split(prep_dir, "test", 64).sources
+    sha = {r["source"]: r["sha256"] for r in read_csv(prep_dir / "manifest.csv")}
+    test_files, test_content = set(test), {sha[s] for s in test}
+    for folder in classifier_dirs:
+        real = [r["source"] for r in read_csv(folder / TRAINING_SET) if r["origin"] == "real"]
+        leaked = [s for s in real if s in test_files or sha.get(s) in test_content]
+        if leaked:
+            raise MasksynthError(
+                f"{folder} was trained on {len(leaked)} image(s) of the current test split "
+                f"(e.g. {leaked[0]}): its results would be meaningless"
+            )
+    return {
+        "classifiers_checked": len(classifier_dirs),
+        "test_images": len(test),
+        "test_images_in_training": 0,
+        "checked_by": "file name and sha256, against each classifier's training_set.csv",
+    }
+
+
+def _audit_or_reuse(synth_dir: Path, prep_dir: Path, audit_dir: Path, config) -> dict:
+    """The audit of this synthetic set; an earlier audit of the same inputs is reused."""
+    from masksynth.privacy.audit import audit_inputs, run_audit
+
     subsets = {}
     if config.audit_inception:
         n = config.audit_inception
         subsets = dict(inception_synthetic=n, inception_holdout=n, inception_train=2 * n)
-    result = run_audit(synth_dir, prep_dir, audit_dir, AuditConfig(device=config.device, **subsets))
-    result["sample_started_utc"] = sample_id
-    write_json(previous, result)
-    return result
+    audit_config = AuditConfig(device=config.device, **subsets)
+    previous = audit_dir / "audit.json"
+    if previous.is_file():
+        why = changes(
+            read_json(previous).get("inputs"), audit_inputs(synth_dir, prep_dir, audit_config)
+        )
+        if not why:
+            log.info("%s already audits this sample: reusing it", audit_dir)
+            return {**read_json(previous), "reused": True}
+        log.info("%s: auditing anew (%s)", audit_dir, "; ".join(why))
+    return run_audit(synth_dir, prep_dir, audit_dir, audit_config)
 
 
-def _audit_summary(audit: dict | None, audit_dir: Path) -> dict | None:
+def _audit_summary(audit: dict | None) -> dict | None:
     if audit is None:
         return None
     return {
-        "dir": str(audit_dir),
+        "dir": "audit",
         "verdict": audit["verdict"],
         "statement": audit["statement"],
+        "reasons": audit.get("reasons", []),
         "quality_verdict": audit["quality_verdict"],
+        "holdout": audit["config"]["holdout"],
         "seconds": audit.get("seconds"),
         "measures": {
             name: {k: m[k] for k in ("value", "threshold", "verdict")}
             for name, m in {**audit["measures"], **audit["quality"]}.items()
         },
+        "identity_calibration": audit.get("identity_calibration"),
         "dp": (audit.get("gan") or {}).get("dp"),
+        "guarantee": audit.get("guarantee"),
     }
 
 
-def _train_or_resume_gan(prep_dir: Path, gan_dir: Path, config: ExperimentConfig) -> dict:
+def _train_or_resume_gan(
+    prep_dir: Path, gan_dir: Path, prep_fingerprint: str, config: ExperimentConfig
+) -> dict:
+    """Reuse a finished GAN of the same inputs, resume an unfinished one, else train anew."""
     gan_cfg = gan_config(
         config.gan_preset,
         epochs=config.gan_epochs,
@@ -185,13 +246,21 @@ def _train_or_resume_gan(prep_dir: Path, gan_dir: Path, config: ExperimentConfig
         metrics_samples=config.gan_metrics_samples,
     )
     summary_file = gan_dir / "gan.json"
-    if summary_file.is_file():
+    if summary_file.is_file() and checkpoint_path(gan_dir).is_file():
         summary = read_json(summary_file)
-        if summary.get("stopped") == "done" and summary.get("epochs_done") == gan_cfg.epochs:
-            log.info("GAN already trained in %s: reusing it", gan_dir)
-            return summary
-    resume = checkpoint_path(gan_dir).is_file()
-    return train_gan(prep_dir, gan_dir, gan_cfg, resume=resume)
+        why = changes(summary.get("inputs"), gan_inputs(prep_fingerprint, gan_cfg))
+        done = summary.get("epochs_done") or 0
+        if not why and summary.get("stopped") == "done" and done == gan_cfg.epochs:
+            log.info("GAN already trained in %s from these inputs: reusing it", gan_dir)
+            return {**summary, "reused": True}
+        if not why and done <= gan_cfg.epochs:
+            return train_gan(prep_dir, gan_dir, gan_cfg, resume=True)
+        if done > gan_cfg.epochs:
+            why.append(f"epochs: trained {done}, now {gan_cfg.epochs}")
+        log.warning("%s: training the GAN anew (%s)", gan_dir, "; ".join(why))
+    if gan_dir.exists():  # stale or unfinished-without-record: it is this experiment's own folder
+        shutil.rmtree(gan_dir)
+    return train_gan(prep_dir, gan_dir, gan_cfg)
 
 
 def _classify(
@@ -217,7 +286,7 @@ def _classify(
         prep_dir, folder, classifier_cfg, synthetic, synthetic_only=scenario == "synthetic-only"
     )
     metrics, predictions = evaluate(
-        folder / "classifier.pt", prep_dir, "test", folder / "misclassified.png", config.device
+        folder / CHECKPOINT, prep_dir, "test", folder / "misclassified.png", config.device
     )
     write_json(folder / "test_metrics.json", metrics)
     np.savez(
@@ -229,8 +298,9 @@ def _classify(
     history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
     return {
         "seed": seed,
-        "dir": str(folder),
-        "checkpoint": str(folder / "classifier.pt"),
+        "reused": bool(summary.get("reused")),
+        "dir": str(folder.relative_to(run_dir)),
+        "checkpoint": str((folder / CHECKPOINT).relative_to(run_dir)),
         "composition": summary["composition"],
         "best_epoch": summary["best_epoch"],
         "train_seconds": summary["train_seconds"],
@@ -241,7 +311,7 @@ def _classify(
         "history": history,
         "y_true": predictions.y_true,
         "y_score": predictions.y_score,
-        "misclassified": str(folder / "misclassified.png"),
+        "misclassified": str((folder / "misclassified.png").relative_to(run_dir)),
     }
 
 

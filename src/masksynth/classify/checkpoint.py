@@ -11,6 +11,7 @@ from masksynth.classify.models import build_model
 from masksynth.device import classifier_memory_format
 from masksynth.errors import MasksynthError
 from masksynth.fileio import atomic_open
+from masksynth.torchio import load_plain, load_weights
 
 FORMAT = 1
 
@@ -24,16 +25,11 @@ def save_classifier(path: Path, model: nn.Module, meta: dict) -> None:
 def load_classifier(path: str | Path, device: torch.device) -> tuple[nn.Module, dict]:
     """The model (eval mode, on `device`) and its metadata (classes, size, normalisation...)."""
     path = Path(path)
-    if not path.is_file():
-        raise MasksynthError(f"no classifier checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - damaged or foreign file
-        raise MasksynthError(f"{path} is not a readable classifier checkpoint: {error}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "arch" not in state:
+    state = load_plain(path, "classifier checkpoint")
+    if state.get("format") != FORMAT or "arch" not in state or "state_dict" not in state:
         raise MasksynthError(f"{path} is not a masksynth classifier checkpoint")
     model = build_model(state["arch"], len(state["class_names"]), "none")
-    model.load_state_dict(state.pop("state_dict"))
+    load_weights(model, state.pop("state_dict"), path, "classifier checkpoint")
     return model.to(device, memory_format=classifier_memory_format(device)).eval(), state
 
 

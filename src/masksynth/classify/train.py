@@ -24,16 +24,19 @@ from masksynth.classify.checkpoint import normalise, predict_proba, save_classif
 from masksynth.classify.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 from masksynth.config import ClassifierConfig
 from masksynth.data import load_split
-from masksynth.data.synthetic import load_synthetic
+from masksynth.data.cache import read_prepared
+from masksynth.data.synthetic import load_synthetic, synthetic_files, synthetic_id
 from masksynth.device import autocast, classifier_memory_format, resolve_precision
 from masksynth.distributed import average_buffers, check_in_sync, mean_over_ranks, setup, wrap
 from masksynth.errors import MasksynthError
-from masksynth.fileio import read_json, write_json
+from masksynth.fileio import read_json, write_csv, write_json
 from masksynth.metrics.classification import binary_metrics
+from masksynth.provenance import changes
 from masksynth.runinfo import run_record
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "classifier.pt"
+TRAINING_SET = "training_set.csv"
 PREPARE_KEYS = (
     "face_crop",
     "face_margin",
@@ -53,27 +56,38 @@ def train_classifier(
 ) -> dict:
     """Train, select on val, write `classifier.pt` and `train.json`; returns the summary."""
     prep_dir, out_dir = Path(prep_dir), Path(out_dir)
-    done = out_dir / "train.json"
-    if done.is_file() and (out_dir / CHECKPOINT).is_file():
-        summary = read_json(done)
-        if summary.get("config") == json.loads(json.dumps(config.to_dict())) and summary.get(
-            "synthetic_dir"
-        ) == (str(synthetic_dir) if synthetic_dir else None):
-            log.info("%s is already trained with this config: reusing it", out_dir)
-            return {**summary, "reused": True}
     if synthetic_only and synthetic_dir is None:
         raise MasksynthError("training on synthetic images only needs --synthetic")
+    prep_meta = read_prepared(prep_dir)
+    inputs = classifier_inputs(prep_meta["fingerprint"], config, synthetic_dir, synthetic_only)
+    done = out_dir / "train.json"
+    if done.is_file():
+        why = changes(read_json(done).get("inputs"), inputs)
+        if not why and (out_dir / CHECKPOINT).is_file():
+            log.info("%s is already trained from these inputs: reusing it", out_dir)
+            return {**read_json(done), "reused": True}
+        log.info("%s: training anew (%s)", out_dir, "; ".join(why) or "checkpoint missing")
     ranks, device = setup(config.device)
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
-    prep_meta = read_json(prep_dir / "prepare.json")
     real = load_split(prep_dir, "train", config.size)
     val = load_split(prep_dir, "val", config.size)
     classes = real.class_names
     positive = classes.index(prep_meta["positive_class"])
     parts = [] if synthetic_only else [(real.images, real.labels)]
+    used = (
+        []
+        if synthetic_only
+        else [
+            ("real", s, classes[k]) for s, k in zip(real.sources, real.labels.tolist(), strict=True)
+        ]
+    )
     if synthetic_dir is not None:
         parts.append(load_synthetic(Path(synthetic_dir), classes, config.size))
+        used += [
+            ("synthetic", str(path.relative_to(synthetic_dir)), classes[k])
+            for path, k in synthetic_files(Path(synthetic_dir), classes)
+        ]
     images = torch.cat([p[0] for p in parts]).to(device)
     labels = torch.cat([p[1] for p in parts]).to(device)
     composition = {
@@ -112,7 +126,14 @@ def train_classifier(
     history_path = out_dir / "history.jsonl"
     if ranks.main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        done.unlink(missing_ok=True)  # a half-trained folder never passes for a finished one
         history_path.unlink(missing_ok=True)
+        # every training image by name, so leakage into any test set can be checked
+        write_csv(
+            out_dir / TRAINING_SET,
+            ("origin", "source", "label"),
+            [{"origin": o, "source": src, "label": label} for o, src, label in used],
+        )
     best, started = None, time.perf_counter()
     for epoch in range(config.epochs):
         order = torch.randperm(
@@ -182,6 +203,7 @@ def train_classifier(
         "stage": "train-classifier",
         "prep_dir": str(prep_dir.resolve()),
         "prep_fingerprint": prep_meta["fingerprint"],
+        "inputs": inputs,
         "config": config.to_dict(),
         "synthetic_dir": str(synthetic_dir) if synthetic_dir else None,
         "synthetic_only": synthetic_only,
@@ -192,11 +214,27 @@ def train_classifier(
         "best_epoch": best[1],
         "val_metrics": best[2],
         "train_seconds": round(time.perf_counter() - started, 1),
-        "checkpoint": str(out_dir / CHECKPOINT),
+        "checkpoint": CHECKPOINT,
+        "training_set": TRAINING_SET,
         **run_record(),
     }
     write_json(done, summary)
     return summary
+
+
+def classifier_inputs(
+    prep_fingerprint: str,
+    config: ClassifierConfig,
+    synthetic_dir: str | Path | None,
+    synthetic_only: bool,
+) -> dict:
+    """What a classifier is built from (see provenance): data, split, synthetic set, recipe."""
+    return {
+        "prepared": prep_fingerprint,
+        "synthetic": synthetic_id(Path(synthetic_dir)) if synthetic_dir else None,
+        "synthetic_only": synthetic_only,
+        "config": {k: v for k, v in config.to_dict().items() if k != "device"},
+    }
 
 
 def train_step(model, optimizer, images, labels, augment, weight, precision: str):

@@ -26,7 +26,13 @@ from masksynth.data.ingest import (
     process_file,
     scan_image_folder,
 )
-from masksynth.data.split import SPLITS, assign_splits, compile_group_regex, group_key
+from masksynth.data.split import (
+    SPLITS,
+    assign_splits,
+    compile_group_regex,
+    detect_person_key,
+    group_key,
+)
 from masksynth.data.store import ItemStore
 from masksynth.errors import MasksynthError
 from masksynth.fileio import read_json, write_csv, write_json
@@ -34,7 +40,7 @@ from masksynth.runinfo import run_record
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when processing changes so old stores are not reused
+FORMAT_VERSION = 2  # bump when processing changes so old stores are not reused
 MANIFEST_FIELDS = (
     "source",
     "label",
@@ -65,8 +71,12 @@ def prepare(data_dir: str | Path, out_dir: str | Path, config: PrepareConfig) ->
     started = time.perf_counter()
     data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir)
     _validate(config)
-    pattern = compile_group_regex(config.group_by)
+    if config.group_by not in (None, AUTO, NONE):
+        compile_group_regex(config.group_by)  # a bad regex fails before any work
+    _refuse_output_inside(data_dir, out_dir)
     files, classes, preset = scan_image_folder(data_dir)
+    grouping = resolve_grouping(config.group_by, [Path(f.relpath).name for f in files])
+    pattern = compile_group_regex(grouping["pattern"])
     if config.positive_class not in classes:
         raise MasksynthError(
             f"positive class {config.positive_class!r} is not one of the class "
@@ -77,7 +87,7 @@ def prepare(data_dir: str | Path, out_dir: str | Path, config: PrepareConfig) ->
     previous = _read_previous(out_dir)
     if previous.get("fingerprint") == fingerprint and _cache_complete(out_dir, previous):
         log.info("%s is up to date with %s: reusing it", out_dir, data_dir)
-        return previous
+        return {**previous, "reused": True}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     options = IngestOptions(
@@ -111,6 +121,7 @@ def prepare(data_dir: str | Path, out_dir: str | Path, config: PrepareConfig) ->
         "positive_class": config.positive_class,
         "splits": list(SPLITS),
         "preset_split": preset,
+        "group_by": grouping,
         "counts": counts,
         "seconds": round(time.perf_counter() - started, 1),
         **run_record(),
@@ -138,9 +149,42 @@ def _validate(config: PrepareConfig) -> None:
         raise MasksynthError("--near-dup-bits must be between 0 and 32")
 
 
+def _refuse_output_inside(data_dir: Path, out_dir: Path) -> None:
+    """An output folder inside the data would be read back as a class on the next run."""
+    out = out_dir.resolve()
+    if out == data_dir or data_dir in out.parents:
+        raise MasksynthError(
+            f"--out {out_dir} is inside the data folder {data_dir}: its files would be read "
+            "as photos next time; choose a folder outside it"
+        )
+
+
+AUTO, NONE = "auto", "none"
+
+
+def resolve_grouping(option: str | None, names: list[str]) -> dict:
+    """Which regex groups files into people: given, detected from the names, or none."""
+    if option in (None, NONE):
+        return {"source": "none", "pattern": None}
+    if option != AUTO:
+        return {"source": "given", "pattern": option}
+    pattern, stats = detect_person_key(names)
+    if pattern is None:
+        return {"source": "auto: no person key found in the file names", "pattern": None, **stats}
+    log.info(
+        "person key detected in %d of %d file names (%d people): %s",
+        stats["matched"],
+        stats["of"],
+        stats["keys"],
+        pattern,
+    )
+    return {"source": "auto-detected", **stats}
+
+
 def _fingerprint(config: PrepareConfig, files: list[SourceFile], data_dir: Path) -> str:
+    settings = {k: v for k, v in config.to_dict().items() if k != "workers"}  # not the result
     listing = [(f.relpath, f.size, f.mtime_ns, f.skip_reason) for f in files]
-    blob = json.dumps([FORMAT_VERSION, str(data_dir), config.to_dict(), listing], default=str)
+    blob = json.dumps([FORMAT_VERSION, str(data_dir), settings, listing], default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -45,6 +45,48 @@ def compile_group_regex(text: str | None) -> re.Pattern | None:
     return pattern
 
 
+# File-name conventions that name a person (tried by `--group-by auto`, in this order):
+# RMFD's face sets, e.g. 0_0_anhu_0201.jpg, and LFW's, e.g. Aaron_Peirsol_0001.jpg.
+PERSON_KEY_PATTERNS = (
+    r"^\d+_\d+_([A-Za-z]+)_\d+",
+    r"^([A-Z][a-z]+(?:_[A-Z][A-Za-z-]*)+)_\d{4}\.",
+)
+AUTO_MIN_SHARE = 0.25  # of all file names must match
+AUTO_MIN_REPEATED = 5  # keys with two files or more
+AUTO_MAX_KEY_SHARE = 0.10  # of all files under one key: more looks like a prefix, not a person
+
+
+def detect_person_key(names: list[str]) -> tuple[str | None, dict]:
+    """The first person-naming pattern that a large share of `names` follows, with its counts.
+
+    A pattern is taken when it matches at least AUTO_MIN_SHARE of the names, at least
+    AUTO_MIN_REPEATED keys repeat, and no key holds more than AUTO_MAX_KEY_SHARE of the names
+    (a shared prefix such as 'image_0001' is not a person).
+    """
+    tried = []
+    for text in PERSON_KEY_PATTERNS:
+        pattern = re.compile(text)
+        keys = Counter(k for k in (group_key(pattern, n) for n in names) if k is not None)
+        matched = sum(keys.values())
+        stats = {
+            "pattern": text,
+            "matched": matched,
+            "of": len(names),
+            "keys": len(keys),
+            "repeated_keys": sum(1 for n in keys.values() if n > 1),
+            "largest_key": max(keys.values(), default=0),
+        }
+        tried.append(stats)
+        if (
+            names
+            and matched >= AUTO_MIN_SHARE * len(names)
+            and stats["repeated_keys"] >= AUTO_MIN_REPEATED
+            and stats["largest_key"] <= AUTO_MAX_KEY_SHARE * len(names)
+        ):
+            return text, stats
+    return None, {"tried": tried}
+
+
 def assign_splits(
     labels: list[str],
     groups: list[list[int]],

@@ -6,16 +6,17 @@ with `torch.load(weights_only=True)` and survives refactoring of the training co
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
 from masksynth.errors import MasksynthError
 from masksynth.fileio import atomic_open
+from masksynth.torchio import load_plain
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = 1
+REQUIRED = {"units", "unit_classes", "classes", "config"}
 
 
 def checkpoint_path(run_dir: Path) -> Path:
@@ -30,24 +31,13 @@ def save_checkpoint(path: Path, state: dict) -> None:
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
     if not path.is_file():
         raise MasksynthError(f"no GAN checkpoint at {path}: run 'masksynth train-gan' first")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - damaged or foreign file
-        raise MasksynthError(f"{path} is not a readable masksynth checkpoint: {error}") from None
-    if state.get("format") != FORMAT:
+    state = load_plain(path, "GAN checkpoint", device)
+    if state.get("format") != FORMAT or not REQUIRED.issubset(state):
         raise MasksynthError(
-            f"{path} has checkpoint format {state.get('format')}, "
-            f"this masksynth reads format {FORMAT}"
+            f"{path} is not a masksynth GAN checkpoint of format {FORMAT} "
+            f"(format {state.get('format')!r})"
         )
     return state
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rng_state() -> dict:

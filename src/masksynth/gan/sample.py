@@ -9,27 +9,35 @@ other images of its batch.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from masksynth.config import GanConfig
+from masksynth.config import AuditConfig, GanConfig
+from masksynth.data.cache import read_prepared
+from masksynth.data.synthetic import MANIFEST, SAMPLE_RECORD, listed_files
 from masksynth.device import pick_device
 from masksynth.errors import MasksynthError
-from masksynth.fileio import atomic_open, read_json, write_csv, write_json
-from masksynth.gan.checkpoint import checkpoint_path, file_sha256, load_checkpoint
+from masksynth.fileio import file_sha256, read_json, write_csv, write_json
+from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
 from masksynth.gan.generate import generate, latents
 from masksynth.gan.train import build_generator
+from masksynth.provenance import changes, digest
 from masksynth.runinfo import run_record
+from masksynth.torchio import load_weights
 
 log = logging.getLogger(__name__)
 MANIFEST_FIELDS = (
     "file",
+    "sha256",
     "label",
     "class_index",
     "seed",
@@ -39,7 +47,7 @@ MANIFEST_FIELDS = (
     "epoch",
 )
 DROPPED_FIELDS = (
-    *MANIFEST_FIELDS[1:],
+    *MANIFEST_FIELDS[2:],
     "reason",
     "identity_cosine",
     "pixel_distance",
@@ -52,16 +60,14 @@ def load_generators(run_dir: Path, device: torch.device) -> tuple[dict, dict[int
     """The checkpoint state and, per class index, (generator, conditional?, which weights)."""
     path = checkpoint_path(run_dir)
     state = load_checkpoint(path, "cpu")
-    config = GanConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items()}
-    )
+    config = GanConfig.from_dict(state["config"])
     classes = state["classes"]
     generators = {}
     for name, class_index in state["unit_classes"].items():
         saved = state["units"][name]
         which = "G_ema" if "G_ema" in saved else "G"
         G = build_generator(config, len(classes))
-        G.load_state_dict(saved[which])
+        load_weights(G, saved.get(which), path, f"GAN checkpoint's {which} of {name!r}")
         G.to(device).eval()
         for k in range(len(classes)) if class_index is None else [class_index]:
             generators[k] = (G, class_index is None, which)
@@ -80,8 +86,10 @@ def sample(
 ) -> dict:
     """Write n_per_class PNGs per class and manifest.csv; reuse an identical earlier sample.
 
-    `privacy_filter`: drop images too close to a training photo (see privacy.release_filter)
-    and draw further latents until n_per_class pass, at most max_candidates x n_per_class.
+    The sample is written into a temporary folder beside `out_dir` and renamed into place,
+    so `out_dir` only ever holds one complete sample. `privacy_filter`: drop images too close
+    to a training photo (see privacy.release_filter) and draw further latents until
+    n_per_class pass, at most max_candidates x n_per_class.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if n_per_class < 1:
@@ -89,29 +97,54 @@ def sample(
     ckpt = checkpoint_path(run_dir)
     if not ckpt.is_file():
         raise MasksynthError(f"{run_dir} holds no GAN checkpoint: run 'masksynth train-gan' first")
-    digest = file_sha256(ckpt)
-    previous = out_dir / "sample.json"
-    if previous.is_file():
-        old = read_json(previous)
-        if (
-            (old.get("checkpoint_sha256"), old.get("seed"), old.get("n_per_class"))
-            == (
-                digest,
-                seed,
-                n_per_class,
-            )
-            and old.get("privacy_filter", {}).get("on", False) == privacy_filter
-            and all((out_dir / f).is_file() for f in old.get("files", []))
-        ):
+    _refuse_foreign_folder(out_dir)
+    inputs = {
+        "checkpoint_sha256": file_sha256(ckpt),
+        "seed": seed,
+        "n_per_class": n_per_class,
+        "privacy_filter": None,
+    }
+    if privacy_filter:
+        prep_dir = _filter_prep_dir(run_dir, prep_dir)
+        inputs["privacy_filter"] = {
+            "prepared": read_prepared(prep_dir)["fingerprint"],
+            "settings": _filter_settings(AuditConfig()),
+            "max_candidates": max_candidates,
+        }
+    previous = _read_record(out_dir)
+    if previous:
+        why = changes(previous.get("inputs"), inputs)
+        if not why and _complete(out_dir):
             log.info("%s already holds this sample: reusing it", out_dir)
-            return old
+            return {**previous, "reused": True}
+        log.info("%s: sampling anew (%s)", out_dir, "; ".join(why) or "files missing")
+
     torch_device = pick_device(device)
     state, generators = load_generators(run_dir, torch_device)
-    classes, z_dim = state["classes"], state["config"]["z_dim"]
-    release_filter = _release_filter(run_dir, prep_dir) if privacy_filter else None
-    rows, files, dropped = [], [], []
+    release_filter = _release_filter(prep_dir) if privacy_filter else None
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
+    try:
+        rows, dropped = _draw(
+            work, state, generators, inputs, release_filter, max_candidates, torch_device
+        )
+        meta = _write_records(work, run_dir, state, inputs, rows, dropped, release_filter)
+        os.sync()  # every file is on disk before the folder appears under its name
+        _swap_into_place(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return meta
+
+
+def _draw(work, state, generators, inputs, release_filter, max_candidates, device):
+    """Generate (and filter) the images into `work`; the manifest rows and dropped rows."""
+    classes, z_dim, seed = state["classes"], state["config"]["z_dim"], inputs["seed"]
+    n_per_class = inputs["n_per_class"]
+    rows, dropped = [], []
     for k, name in enumerate(classes):
         G, conditional, which = generators[k]
+        (work / name).mkdir()
         kept, tried = 0, 0
         bar = tqdm(total=n_per_class, desc=f"sample {name}", unit="img", dynamic_ncols=True)
         while kept < n_per_class:
@@ -119,13 +152,13 @@ def sample(
                 raise MasksynthError(
                     f"only {kept} of {n_per_class} {name} images passed the privacy filter "
                     f"after {tried} candidates: the GAN reproduces its training photos; "
-                    f"see {out_dir / 'dropped.csv'} and audit it (masksynth audit)"
+                    "audit it (masksynth audit) or train it differently"
                 )
             # latent i is row i of the class's latent block, however many are drawn
             count = (n_per_class - kept) if release_filter is None else n_per_class
             z = latents(seed, k, tried + count, z_dim)[tried:]
             labels = torch.full((count,), k) if conditional else None
-            images = generate(G, z, labels, torch_device)
+            images = generate(G, z, labels, device)
             checks = release_filter.check(images, k) if release_filter else [{}] * count
             for j, (image, check) in enumerate(zip(images, checks, strict=True)):
                 record = {
@@ -134,7 +167,7 @@ def sample(
                     "seed": seed,
                     "latent_index": tried + j,
                     "generator": which,
-                    "checkpoint_sha256": digest,
+                    "checkpoint_sha256": inputs["checkpoint_sha256"],
                     "epoch": state["epoch"],
                 }
                 if check.get("reason"):
@@ -143,18 +176,21 @@ def sample(
                 if kept == n_per_class:
                     break
                 rel = f"{name}/{name}_{kept:05d}.png"
-                _write_png(out_dir / rel, image)
-                files.append(rel)
-                rows.append({"file": rel, **record})
+                sha = _write_png(work / rel, image)
+                rows.append({"file": rel, "sha256": sha, **record})
                 kept += 1
                 bar.update(1)
             tried += count
         bar.close()
-    os.sync()  # every PNG is on disk before the manifest that lists them
-    write_csv(out_dir / "manifest.csv", MANIFEST_FIELDS, rows)
-    filter_info = {"on": privacy_filter}
+    return rows, dropped
+
+
+def _write_records(work, run_dir, state, inputs, rows, dropped, release_filter) -> dict:
+    classes = state["classes"]
+    write_csv(work / MANIFEST, MANIFEST_FIELDS, rows)
+    filter_info: dict = {"on": release_filter is not None}
     if release_filter is not None:
-        write_csv(out_dir / "dropped.csv", DROPPED_FIELDS, dropped)
+        write_csv(work / "dropped.csv", DROPPED_FIELDS, dropped)
         filter_info.update(
             release_filter.settings(),
             dropped={c: sum(d["label"] == c for d in dropped) for c in classes},
@@ -164,42 +200,103 @@ def sample(
             log.info(
                 "privacy filter: %s kept %d of %d candidates",
                 c,
-                n_per_class,
+                inputs["n_per_class"],
                 filter_info["candidates"][c],
             )
     meta = {
         "stage": "sample",
+        # the sample's identity: every later stage records it and checks it before reuse
+        "sample_id": digest([(r["file"], r["sha256"]) for r in rows]),
+        "inputs": inputs,
         "run_dir": str(run_dir.resolve()),
-        "checkpoint_sha256": digest,
+        "checkpoint_sha256": inputs["checkpoint_sha256"],
+        "prep_fingerprint": state.get("prep_fingerprint"),
         "epoch": state["epoch"],
-        "seed": seed,
-        "n_per_class": n_per_class,
+        "seed": inputs["seed"],
+        "n_per_class": inputs["n_per_class"],
         "classes": classes,
-        "files": files,
+        "files": [r["file"] for r in rows],
         "privacy_filter": filter_info,
         **run_record(),
     }
-    write_json(previous, meta)
+    write_json(work / SAMPLE_RECORD, meta)
     return meta
 
 
-def _release_filter(run_dir: Path, prep_dir: str | Path | None):
-    from masksynth.config import AuditConfig
-    from masksynth.privacy.release_filter import build_filter
+def _read_record(out_dir: Path) -> dict:
+    try:
+        return read_json(out_dir / SAMPLE_RECORD)
+    except (OSError, ValueError):
+        return {}
 
+
+def _complete(out_dir: Path) -> bool:
+    try:
+        listed_files(out_dir)
+    except MasksynthError:
+        return False
+    return True
+
+
+def _refuse_foreign_folder(out_dir: Path) -> None:
+    """A sample replaces an earlier sample, never a folder of something else."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MasksynthError(f"--out {out_dir} is a file, not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / SAMPLE_RECORD).is_file():
+        raise MasksynthError(
+            f"--out {out_dir} already holds files that are not a masksynth sample: "
+            "choose an empty or new folder"
+        )
+
+
+def _swap_into_place(work: Path, out_dir: Path) -> None:
+    """Rename the finished sample over the old one; the old files go, none are mixed in."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+        os.rmdir(old)
+        os.replace(out_dir, old)
+    os.replace(work, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _filter_prep_dir(run_dir: Path, prep_dir: str | Path | None) -> Path:
+    """The prepared folder the GAN learned from: the filter compares with its train split."""
+    gan = read_json(run_dir / "gan.json") if (run_dir / "gan.json").is_file() else {}
     if prep_dir is None:
-        gan = read_json(run_dir / "gan.json") if (run_dir / "gan.json").is_file() else {}
         prep_dir = gan.get("prep_dir")
         if not prep_dir or not Path(prep_dir).is_dir():
             raise MasksynthError(
                 f"--privacy-filter needs the GAN's prepared folder: {run_dir}/gan.json does not "
                 "name one that exists; pass --prep PREP_DIR"
             )
+    prep_dir = Path(prep_dir)
+    trained_on = gan.get("prep_fingerprint")
+    now = read_prepared(prep_dir)["fingerprint"]
+    if trained_on and trained_on != now:
+        raise MasksynthError(
+            f"the GAN in {run_dir} learned from prepared data {trained_on}, but {prep_dir} is "
+            f"{now}: the filter must compare with the GAN's own training photos"
+        )
+    return prep_dir
+
+
+def _filter_settings(config: AuditConfig) -> dict:
+    keys = ("filter_holdout", "near_copy_quantile", "identity_far", "matchers")
+    return {k: config.to_dict()[k] for k in keys}
+
+
+def _release_filter(prep_dir: Path):
+    from masksynth.privacy.release_filter import build_filter
+
     return build_filter(prep_dir, AuditConfig())
 
 
-def _write_png(path: Path, image: torch.Tensor) -> None:
+def _write_png(path: Path, image: torch.Tensor) -> str:
+    """Save one image; its sha256 goes into the manifest."""
     buffer = io.BytesIO()
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
-    with atomic_open(path, "wb", sync=False) as handle:  # one os.sync() before the manifest
-        handle.write(buffer.getvalue())
+    data = buffer.getvalue()
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from masksynth.config import GanConfig
+from masksynth.config import GAN_RUN_SETTINGS, GanConfig
 from masksynth.data import load_split
+from masksynth.data.cache import read_prepared
 from masksynth.device import autocast as autocast_for
 from masksynth.device import resolve_precision
 from masksynth.distributed import (
@@ -50,8 +51,10 @@ from masksynth.gan.checkpoint import (
 from masksynth.gan.diffaugment import TRANSFORMS, diff_augment
 from masksynth.gan.generate import generate, latents
 from masksynth.gan.networks import IMAGE_SIZE, Discriminator, Generator
+from masksynth.provenance import changes
 from masksynth.report.sheets import save_grid
 from masksynth.runinfo import run_record
+from masksynth.torchio import load_weights
 
 if TYPE_CHECKING:  # opacus takes seconds to import: gan.dp is imported only when DP is on
     from masksynth.gan.dp import PrivateD
@@ -94,12 +97,11 @@ def train_gan(
     wall_start = time.perf_counter()
     prep_dir, run_dir = Path(prep_dir), Path(run_dir)
     ckpt_file = checkpoint_path(run_dir)
+    prep_fingerprint = read_prepared(prep_dir)["fingerprint"]
     state = None
     if resume:
         state = load_checkpoint(ckpt_file)
-        saved = dict(state["config"])
-        saved.update(epochs=config.epochs, max_minutes=config.max_minutes)
-        config = GanConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+        config = _resumable(run_dir, state, config, prep_fingerprint)
     elif ckpt_file.exists():
         raise MasksynthError(
             f"{run_dir} already holds a GAN run: pass --resume to continue it "
@@ -146,7 +148,7 @@ def train_gan(
 
     epoch, next_step, global_step, elapsed = 0, 0, 0, 0.0
     if state is not None:
-        _restore(units, state)
+        _restore(units, state, ckpt_file)
         epoch, next_step = state["epoch"], state["next_step"]
         global_step, elapsed = state["global_step"], state["elapsed_s"]
         _restore_rng(state, ranks)
@@ -156,7 +158,8 @@ def train_gan(
     meta = {
         "stage": "train-gan",
         "prep_dir": str(prep_dir.resolve()),
-        "prep_fingerprint": read_json(prep_dir / "prepare.json")["fingerprint"],
+        "prep_fingerprint": prep_fingerprint,
+        "inputs": gan_inputs(prep_fingerprint, config),
         "config": config.to_dict(),
         "classes": data.class_names,
         "device": str(device),
@@ -173,6 +176,7 @@ def train_gan(
     )
     trainer.dp_delta = delta
     trainer.ranks = ranks
+    trainer.prep_fingerprint = prep_fingerprint
     trainer.run(epoch, next_step, global_step, elapsed)
     check_in_sync({f"{u.name}.{n}": getattr(u, n) for u in units for n in ("G", "D")}, ranks)
     summary = {
@@ -216,6 +220,50 @@ def _validate(config: GanConfig) -> None:
         from masksynth.gan import dp
 
         dp.check(config)
+
+
+def gan_inputs(prep_fingerprint: str, config: GanConfig) -> dict:
+    """What a GAN run is built from: the prepared data and the recipe (see provenance)."""
+    return {"prepared": prep_fingerprint, "recipe": config.recipe()}
+
+
+def resume_config(run_dir: Path, preset: str | None = None, **given) -> GanConfig:
+    """The config that resuming `run_dir` asks for: the saved one, with the options given now.
+
+    Options left out (None) keep their saved values; `train_gan` refuses those that conflict.
+    """
+    saved = load_checkpoint(checkpoint_path(Path(run_dir)))["config"]
+    asked = {k: v for k, v in given.items() if v is not None}
+    if preset is not None:
+        asked["preset"] = preset
+    return GanConfig.from_dict({**saved, **asked})
+
+
+def _resumable(run_dir: Path, state: dict, config: GanConfig, prep_fingerprint: str) -> GanConfig:
+    """The saved config with this call's run settings, or a one-line refusal of a conflict."""
+    saved = GanConfig.from_dict(state["config"])
+    trained_on = state.get("prep_fingerprint")
+    if trained_on is None and (run_dir / "gan.json").is_file():  # checkpoints before provenance
+        trained_on = read_json(run_dir / "gan.json").get("prep_fingerprint")
+    if trained_on != prep_fingerprint:
+        raise MasksynthError(
+            f"cannot resume {run_dir}: it was trained on prepared data {trained_on}, and the "
+            f"prepared folder is now {prep_fingerprint} (re-prepared or another folder); "
+            "train anew into another --out"
+        )
+    conflicts = changes(saved.recipe(), config.recipe())
+    if conflicts:
+        raise MasksynthError(
+            f"cannot resume {run_dir} with other settings ({'; '.join(conflicts)}): "
+            "leave them out to keep the run's own, or train anew into another --out"
+        )
+    if config.epochs < state["epoch"]:
+        raise MasksynthError(
+            f"{run_dir} has already trained {state['epoch']} epochs: --epochs must be at least "
+            "that to resume it"
+        )
+    run = {k: v for k, v in config.to_dict().items() if k in GAN_RUN_SETTINGS}
+    return GanConfig.from_dict({**saved.to_dict(), **run})
 
 
 def _class_counts(data) -> dict[str, int]:
@@ -273,15 +321,14 @@ def _restore_rng(state: dict, ranks: Ranks) -> None:
         torch.manual_seed(state["global_step"] * 1_000_003 + 7919 * ranks.rank)
 
 
-def _restore(units: list[Unit], state: dict) -> None:
+def _restore(units: list[Unit], state: dict, path: Path) -> None:
     for unit in units:
         saved = state["units"][unit.name]
-        unit.G.load_state_dict(saved["G"])
-        unit.D.load_state_dict(saved["D"])
+        parts = {"G": unit.G, "D": unit.D, "opt_g": unit.opt_g, "opt_d": unit.opt_d}
         if unit.G_ema is not None:
-            unit.G_ema.load_state_dict(saved["G_ema"])
-        unit.opt_g.load_state_dict(saved["opt_g"])
-        unit.opt_d.load_state_dict(saved["opt_d"])
+            parts["G_ema"] = unit.G_ema
+        for key, part in parts.items():
+            load_weights(part, saved.get(key), path, f"GAN checkpoint's {key} of {unit.name!r}")
 
 
 def sampling_generator(unit: Unit) -> Generator:
@@ -312,6 +359,7 @@ class _Trainer:
         self._writer = None
         self.dp_delta: float | None = None  # set when training with differential privacy
         self.ranks = Ranks()  # set under torchrun
+        self.prep_fingerprint = ""  # saved in the checkpoint: resume checks it
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, epoch: int, next_step: int, global_step: int, elapsed: float) -> None:
@@ -631,6 +679,12 @@ class _Trainer:
         raise KeyError(class_index)
 
     def _average_buffers(self) -> None:
+        """BatchNorm statistics to save or sample with: averaged over the processes, and the
+        EMA generator's computed for its own weights (the live G's would not fit them)."""
+        for unit in self.units:
+            if unit.G_ema is not None:
+                seed = batchnorm_seed(self.config.seed, self.global_step)
+                refresh_batchnorm(unit.G_ema, seed, self.device)
         modules = [u.G for u in self.units] + [u.D for u in self.units]
         average_buffers(modules + [u.G_ema for u in self.units if u.G_ema is not None], self.ranks)
 
@@ -653,6 +707,7 @@ class _Trainer:
             checkpoint_path(self.run_dir),
             {
                 "config": self.config.to_dict(),
+                "prep_fingerprint": self.prep_fingerprint,
                 "classes": self.classes,
                 "unit_classes": {u.name: u.class_index for u in self.units},
                 "epoch": self.epoch,
@@ -705,7 +760,47 @@ class _DeferredInterrupt:
 
 @torch.no_grad()
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    # Weights only: the EMA generator's BatchNorm statistics are its own (refresh_batchnorm).
     for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
         p_ema.lerp_(p.detach(), 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
-        b_ema.copy_(b)  # BatchNorm statistics follow the live generator
+
+
+BATCHNORM_BATCHES, BATCHNORM_BATCH_SIZE = 8, 64
+
+
+def batchnorm_seed(run_seed: int, step: int) -> int:
+    """The latents' seed for refresh_batchnorm at a step: a resumed run draws the same ones."""
+    return run_seed * 1_000_003 + step
+
+
+class _LatentsIn(torch.nn.Module):
+    """G called with one (z, labels) pair, the single input swa_utils.update_bn passes on."""
+
+    def __init__(self, G: Generator) -> None:
+        super().__init__()
+        self.G = G
+
+    def forward(self, batch: tuple) -> torch.Tensor:
+        return self.G(*batch)
+
+
+@torch.no_grad()
+def refresh_batchnorm(G: Generator, seed: int, device: torch.device | str = "cpu") -> None:
+    """Recompute G's BatchNorm running statistics for its current weights.
+
+    Cumulative averages over BATCHNORM_BATCHES batches of seeded latents (and random classes
+    for a conditional G), through torch.optim.swa_utils.update_bn; the seed keeps resumed
+    runs bit-exact and leaves the training RNG untouched.
+    """
+    n_classes = G.n_classes
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(BATCHNORM_BATCHES):
+        z = torch.randn(BATCHNORM_BATCH_SIZE, G.z_dim, 1, 1, generator=generator)
+        labels = (
+            torch.randint(n_classes, (BATCHNORM_BATCH_SIZE,), generator=generator).to(device)
+            if n_classes
+            else None
+        )
+        batches.append([(z.to(device), labels)])
+    torch.optim.swa_utils.update_bn(batches, _LatentsIn(G))

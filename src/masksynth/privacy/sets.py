@@ -1,16 +1,19 @@
 """What the audit compares, per class: synthetic S, the GAN's training images T, held-out H.
 
-H (the prepared val/test images, never shown to the GAN) is the yardstick: every measure
-asks whether S is closer to T than unseen real photos of the same kind are.
+H (prepared splits never shown to the GAN: the test split for the audit, the val split for
+the release filter, so the audit never grades its own filter) is the yardstick: every
+measure asks whether S is closer to T than unseen real photos are.
 
-Three spaces: pixels (64 px, all images), identity (SFace, all images with a detected
-face) and Inception pool3 (subsets: ~0.2 s per image on two CPU cores). The Inception
-subset of T holds the pixel-nearest training image of every S and H image in the subsets,
-plus random ones, so copies are still found, and S and H are measured against the same T.
+Three spaces: pixels (64 px, all images), identity (two face matchers, all images with a
+detected face) and Inception pool3 (subsets: ~0.2 s per image on two CPU cores). The
+Inception subset of T holds the pixel-nearest training image of every S and H image in the
+subsets, plus random ones, so copies are still found, and S and H are measured against the
+same T.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +21,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from masksynth.data import load_split
+from masksynth.config import GanConfig
+from masksynth.data import SplitData, load_split
 from masksynth.data.synthetic import load_synthetic, synthetic_files
 from masksynth.errors import MasksynthError
-from masksynth.fileio import read_csv, read_json
+from masksynth.fileio import file_sha256, read_csv, read_json
 from masksynth.metrics.feature_cache import split_features
-from masksynth.metrics.inception import extract_features
+from masksynth.metrics.inception import FEATURE_SPACE, extract_features
 from masksynth.privacy.distances import nearest, pixels
-from masksynth.privacy.identity import PUBLISHED_COSINE_THRESHOLD, embed_identities
+from masksynth.privacy.identity import Matcher, embed_identities, matcher, similarities
+from masksynth.torchio import load_weights
 
 log = logging.getLogger(__name__)
 ROLES = ("synthetic", "train", "holdout")
@@ -44,12 +49,37 @@ class ClassSets:
 
 
 @dataclass
+class IdentitySpace:
+    """One face matcher and its same-person threshold."""
+
+    matcher: Matcher
+    threshold: float
+    calibration: dict
+
+    @property
+    def space(self) -> str:
+        return identity_space(self.matcher.name)
+
+
+@dataclass
+class RealSets:
+    train: SplitData
+    holdout: list[tuple[str, SplitData]]
+    embeddings: dict[str, tuple[np.ndarray, list[np.ndarray]]]  # matcher -> (T, [H per split])
+    identity: dict[str, IdentitySpace]
+
+
+@dataclass
 class AuditSets:
     classes: list[ClassSets]
-    identity_threshold: float
-    identity_calibration: dict
-    discriminator: object | None  # callable (uint8 images, class index) -> logits, or None
+    identity: dict[str, IdentitySpace]
+    # (members, others, class index) -> their scores by the GAN's own D, or None
+    membership: object | None
     gan: dict  # what is known of the GAN behind the synthetic set (run folder, DP)
+
+
+def identity_space(name: str) -> str:
+    return f"identity_{name}"
 
 
 def load_sets(synth_dir: Path, prep_dir: Path, config, device: torch.device) -> AuditSets:
@@ -58,16 +88,16 @@ def load_sets(synth_dir: Path, prep_dir: Path, config, device: torch.device) -> 
     classes = train.class_names
     files = synthetic_files(synth_dir, classes)
     synth_images, synth_labels = load_synthetic(synth_dir, classes, IMAGE_SIZE)
-    _, holdout, id_train, id_hold, threshold, calibration = load_real(prep_dir, config, train)
+    real = load_real(prep_dir, config, config.holdout, train)
     synth_names = [str(path.relative_to(synth_dir)) for path, _ in files]
+    id_synth = {
+        name: embed_identities(synth_images, config.workers, name) for name in real.identity
+    }
 
-    id_synth = embed_identities(synth_images, config.workers)
-
-    hold_images = torch.cat([d.images for _, d in holdout])
-    hold_labels = torch.cat([d.labels for _, d in holdout])
-    hold_names = [f"{s}:{src}" for s, d in holdout for src in d.sources]
-    hold_rows = [(s, r) for s, d in holdout for r in range(len(d.labels))]
-    id_hold_all = np.concatenate(id_hold)
+    hold_images = torch.cat([d.images for _, d in real.holdout])
+    hold_labels = torch.cat([d.labels for _, d in real.holdout])
+    hold_names = [f"{s}:{src}" for s, d in real.holdout for src in d.sources]
+    hold_rows = [(s, r) for s, d in real.holdout for r in range(len(d.labels))]
 
     rng = np.random.default_rng(config.seed)
     sets = []
@@ -87,6 +117,13 @@ def load_sets(synth_dir: Path, prep_dir: Path, config, device: torch.device) -> 
             "train": train.images[pick["train"]],
             "holdout": hold_images[pick["holdout"]],
         }
+        features = {"pixel": {role: pixels(images[role]) for role in ROLES}}
+        for matcher_name, (id_train, id_hold) in real.embeddings.items():
+            features[identity_space(matcher_name)] = {
+                "synthetic": id_synth[matcher_name][pick["synthetic"]],
+                "train": id_train[pick["train"]],
+                "holdout": np.concatenate(id_hold)[pick["holdout"]],
+            }
         cs = ClassSets(
             name,
             k,
@@ -96,34 +133,88 @@ def load_sets(synth_dir: Path, prep_dir: Path, config, device: torch.device) -> 
                 "train": [train.sources[i] for i in pick["train"]],
                 "holdout": [hold_names[i] for i in pick["holdout"]],
             },
-            {
-                "pixel": {role: pixels(images[role]) for role in ROLES},
-                "identity": {
-                    "synthetic": id_synth[pick["synthetic"]],
-                    "train": id_train[pick["train"]],
-                    "holdout": id_hold_all[pick["holdout"]],
-                },
-            },
+            features,
         )
         _inception(cs, pick, hold_rows, prep_dir, config, rng, device)
         sets.append(cs)
 
     gan = gan_behind(synth_dir)
-    return AuditSets(sets, threshold, calibration, _discriminator(gan, device), gan)
+    return AuditSets(sets, real.identity, membership_scorer(gan, device, config.seed), gan)
 
 
-def load_real(prep_dir: Path, config, train=None):
-    """T, the held-out splits, their identity embeddings (cached) and the identity threshold.
+def load_real(prep_dir: Path, config, holdout: tuple[str, ...], train=None) -> RealSets:
+    """T, the held-out splits, their identity embeddings (cached) and each matcher's threshold.
 
-    Shared by the audit and the release filter, so both judge with the same threshold.
+    The audit passes the test split as `holdout`, the release filter the val split: each
+    calibrates its thresholds on its own held-out split only.
     """
     train = train if train is not None else load_split(prep_dir, "train", IMAGE_SIZE)
-    holdout = [(split, load_split(prep_dir, split, IMAGE_SIZE)) for split in config.holdout]
-    log.info("identity embeddings (SFace) of the real images: cached in the prepared folder")
-    id_train = split_features(prep_dir, "train", "identity", embed_identities)
-    id_hold = [split_features(prep_dir, s, "identity", embed_identities) for s, _ in holdout]
-    threshold, calibration = calibrate_identity(prep_dir, train, holdout, id_train, id_hold, config)
-    return train, holdout, id_train, id_hold, threshold, calibration
+    held = [(split, load_split(prep_dir, split, IMAGE_SIZE)) for split in holdout]
+    keys = person_keys(prep_dir)
+    embeddings, identity = {}, {}
+    for name in config.matchers:
+        m = matcher(name)
+        log.info("%s identity embeddings of the real images (cached in %s)", m.label, prep_dir)
+
+        def embed(x: torch.Tensor, name: str = name) -> np.ndarray:
+            return embed_identities(x, config.workers, name)
+
+        space = identity_space(name)
+        id_train = split_features(prep_dir, "train", space, embed)
+        id_hold = [split_features(prep_dir, s, space, embed) for s, _ in held]
+        embeddings[name] = (id_train, id_hold)
+        sources = list(train.sources) + [src for _, d in held for src in d.sources]
+        people = np.array([keys.get(src, "") for src in sources])
+        identity[name] = calibrate(m, people, np.concatenate([id_train, *id_hold]), config)
+        identity[name].calibration["splits"] = ["train", *holdout]
+    return RealSets(train, held, embeddings, identity)
+
+
+def person_keys(prep_dir: Path) -> dict[str, str]:
+    """Source file -> its person key from `prepare` ('' where none)."""
+    return {r["source"]: r.get("group_key") or "" for r in read_csv(prep_dir / "manifest.csv")}
+
+
+def calibrate(m: Matcher, people: np.ndarray, embeddings: np.ndarray, config) -> IdentitySpace:
+    """The similarity at or above which two faces count as one person.
+
+    With person keys: the similarity that only `identity_far` of different-person pairs reach
+    (false accept rate), and the share of same-person pairs it accepts (the measure's power).
+    Without them: the matcher's published threshold, and no known power.
+    """
+    ok = (people != "") & ~np.isnan(embeddings).any(1)
+    people, embeddings = people[ok], embeddings[ok]
+    sims = similarities(m.name, embeddings, embeddings)
+    upper = np.triu(np.ones_like(sims, dtype=bool), 1)
+    same = people[:, None] == people[None, :]
+    same_sims, diff_sims = sims[upper & same], sims[upper & ~same]
+    if len(same_sims) < MIN_SAME_PERSON_PAIRS or len(diff_sims) < MIN_SAME_PERSON_PAIRS:
+        return IdentitySpace(
+            m,
+            m.published_threshold,
+            {
+                "source": "published",
+                "threshold": m.published_threshold,
+                "power": None,
+                "note": f"no person keys: {m.source}, whose power on these faces is unknown. "
+                "H may then share people with T, which makes H a lenient yardstick",
+            },
+        )
+    threshold = float(np.quantile(diff_sims, 1 - config.identity_far))
+    return IdentitySpace(
+        m,
+        threshold,
+        {
+            "source": "calibrated",
+            "threshold": round(threshold, 4),
+            "false_accept_rate": config.identity_far,
+            # the measure's power: how often a real same-person pair is recognised
+            "power": round(float((same_sims >= threshold).mean()), 4),
+            "same_person_pairs": len(same_sims),
+            "different_person_pairs": len(diff_sims),
+            "people": len(set(people)),
+        },
+    )
 
 
 def _inception(cs: ClassSets, pick, hold_rows, prep_dir, config, rng, device) -> None:
@@ -150,53 +241,16 @@ def _inception(cs: ClassSets, pick, hold_rows, prep_dir, config, rng, device) ->
     hold = np.zeros((len(sub_h), 2048), np.float32)
     for split, pairs in by_split.items():
         order, rows = zip(*pairs, strict=True)
-        hold[list(order)] = split_features(prep_dir, split, "inception", compute, np.array(rows))
+        hold[list(order)] = split_features(prep_dir, split, FEATURE_SPACE, compute, np.array(rows))
     cs.features["inception"] = {
         "synthetic": compute(cs.images["synthetic"][torch.from_numpy(sub_s)]),
-        "train": split_features(prep_dir, "train", "inception", compute, train_rows),
+        "train": split_features(prep_dir, "train", FEATURE_SPACE, compute, train_rows),
         "holdout": hold,
     }
 
 
 def _choose(rng: np.random.Generator, n: int, cap: int) -> np.ndarray:
     return np.sort(rng.permutation(n)[: min(n, cap)])
-
-
-def calibrate_identity(prep_dir, train, holdout, id_train, id_hold, config) -> tuple[float, dict]:
-    """The SFace cosine above which two faces count as one person.
-
-    With person keys from `prepare --group-by`: the cosine that only `identity_far` of
-    different-person pairs reach (false accept rate), with the share of same-person pairs
-    it accepts. Without them: OpenCV Zoo's published SFace threshold.
-    """
-    keys = {r["source"]: r.get("group_key") or "" for r in read_csv(prep_dir / "manifest.csv")}
-    sources = list(train.sources) + [src for _, d in holdout for src in d.sources]
-    person = np.array([keys.get(src, "") for src in sources])
-    embeddings = np.concatenate([id_train, *id_hold])
-    ok = (person != "") & ~np.isnan(embeddings).any(1)
-    person, embeddings = person[ok], embeddings[ok]
-    sims = embeddings @ embeddings.T
-    upper = np.triu(np.ones_like(sims, dtype=bool), 1)
-    same = person[:, None] == person[None, :]
-    same_sims, diff_sims = sims[upper & same], sims[upper & ~same]
-    if len(same_sims) < MIN_SAME_PERSON_PAIRS or len(diff_sims) < MIN_SAME_PERSON_PAIRS:
-        return PUBLISHED_COSINE_THRESHOLD, {
-            "source": "published",
-            "note": "no person keys (prepare --group-by): OpenCV Zoo's published SFace "
-            "threshold. H may then share people with T, which makes H a lenient yardstick "
-            "for every measure",
-            "threshold": PUBLISHED_COSINE_THRESHOLD,
-        }
-    threshold = float(np.quantile(diff_sims, 1 - config.identity_far))
-    return threshold, {
-        "source": "calibrated",
-        "threshold": round(threshold, 4),
-        "false_accept_rate": config.identity_far,
-        "true_accept_rate": round(float((same_sims >= threshold).mean()), 4),
-        "same_person_pairs": len(same_sims),
-        "different_person_pairs": len(diff_sims),
-        "people": len(set(person)),
-    }
 
 
 def gan_behind(synth_dir: Path) -> dict:
@@ -206,7 +260,13 @@ def gan_behind(synth_dir: Path) -> dict:
         return {}
     meta = read_json(meta_path)
     run_dir = Path(meta.get("run_dir", ""))
-    info = {"run_dir": str(run_dir), "checkpoint_sha256": meta.get("checkpoint_sha256")}
+    info = {
+        "run_dir": str(run_dir),
+        "checkpoint_sha256": meta.get("checkpoint_sha256"),
+        "prep_fingerprint": meta.get("prep_fingerprint"),
+        "filtered": bool((meta.get("privacy_filter") or {}).get("on")),
+        "filter_holdout": (meta.get("privacy_filter") or {}).get("holdout"),
+    }
     if (run_dir / "gan.json").is_file():
         gan = read_json(run_dir / "gan.json")
         info.update(
@@ -217,10 +277,15 @@ def gan_behind(synth_dir: Path) -> dict:
     return info
 
 
-def _discriminator(gan: dict, device: torch.device):
-    """The trained D of each class (for the white-box attack), or None if not available."""
-    from masksynth.config import GanConfig
-    from masksynth.gan.checkpoint import checkpoint_path, file_sha256, load_checkpoint
+def membership_scorer(gan: dict, device: torch.device, seed: int):
+    """The white-box attack's scorer: each class's trained D, used as it was trained.
+
+    D learned in train mode, normalising each batch by its own statistics, so it scores that
+    way too: members and non-members shuffled together into batches of the training size, in
+    train mode (on a copy, whose running statistics are thrown away). Eval mode would score
+    with running averages that D never used on its decisions.
+    """
+    from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
     from masksynth.gan.train import build_discriminator
 
     path = checkpoint_path(Path(gan["run_dir"])) if gan.get("run_dir") else None
@@ -230,25 +295,26 @@ def _discriminator(gan: dict, device: torch.device):
         log.warning("%s changed since the sample was drawn: no white-box attack", path)
         return None
     state = load_checkpoint(path)
-    config = GanConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items()}
-    )
+    config = GanConfig.from_dict(state["config"])
     discriminators = {}
     for unit, class_index in state["unit_classes"].items():
         D = build_discriminator(config, len(state["classes"]))
-        D.load_state_dict(state["units"][unit]["D"])
-        D.to(device).eval()
+        load_weights(D, state["units"][unit].get("D"), path, f"GAN checkpoint's D of {unit!r}")
         for k in range(len(state["classes"])) if class_index is None else [class_index]:
-            discriminators[k] = (D, class_index is None)
+            discriminators[k] = (D.to(device), class_index is None)
 
     @torch.no_grad()
-    def score(images: torch.Tensor, class_index: int) -> np.ndarray:
-        D, conditional = discriminators[class_index]
-        out = []
-        for batch in images.split(256):
-            x = batch.to(device).float().div(127.5).sub(1.0)
+    def score(members: torch.Tensor, others: torch.Tensor, class_index: int):
+        trained, conditional = discriminators[class_index]
+        D = copy.deepcopy(trained).train()
+        images = torch.cat([members, others])
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+        out = torch.empty(len(images))
+        chunks = max(1, round(len(images) / config.batch_size))
+        for rows in np.array_split(order.numpy(), chunks):
+            x = images[rows].to(device).float().div(127.5).sub(1.0)
             labels = torch.full((len(x),), class_index, device=device) if conditional else None
-            out.append(D(x, labels).float().cpu())
-        return torch.cat(out).numpy()
+            out[torch.from_numpy(rows)] = D(x, labels).float().flatten().cpu()
+        return out[: len(members)].numpy(), out[len(members) :].numpy()
 
     return score

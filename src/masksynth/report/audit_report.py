@@ -9,7 +9,7 @@ import torch
 
 from masksynth.fileio import write_text
 from masksynth.privacy.distances import nearest
-from masksynth.privacy.identity import cosine_to_nearest
+from masksynth.privacy.identity import most_similar
 from masksynth.report import plots
 from masksynth.report.document import Document
 from masksynth.report.sheets import save_grid
@@ -29,30 +29,61 @@ def write_audit_report(out_dir: Path, result: dict, sets) -> None:
             "improving the GAN: better faces can be closer to the people they learned from.",
             "note",
         )
-    if result["identity_calibration"]["source"] != "calibrated":
-        doc.paragraph(
-            "Caveat: the photos were prepared without person keys (`prepare --group-by`), "
-            "so held-out photos may show people who are also in the training split; "
-            "the yardstick H is then lenient.",
-            "note",
-        )
+    for reason in result.get("reasons", []):
+        doc.paragraph(f"Why not a clean pass: {reason}.", "note")
+    splits = result["splits"]
     doc.paragraph(
-        f"Synthetic set `{result['synthetic']}` (S) against the GAN's training images T and "
-        f"held-out images H (splits {', '.join(result['config']['holdout'])}, never shown to "
-        f"the GAN) of `{result['train']}`. Every measure asks whether S is closer to T than "
-        "H is; H is the yardstick of 'unseen real photos'."
-    )
-    dp = (result.get("gan") or {}).get("dp")
-    if dp:
-        doc.paragraph(
-            f"The GAN was trained with differential privacy (DP-SGD on the discriminator): "
-            f"**epsilon = {dp['epsilon']:.2f}** at delta = {dp['delta']:.2g}."
+        f"Synthetic set `{result['synthetic']}` (S) against the GAN's training images T (the "
+        f"train split) and held-out images H (the {', '.join(splits['holdout'])} split, never "
+        f"shown to the GAN) of `{result['train']}`. Every measure asks whether S is closer to "
+        "T than H is; H is the yardstick of 'unseen real photos'. "
+        + (
+            f"The sample was privacy-filtered with thresholds calibrated on the "
+            f"{', '.join(splits['filter_calibrated_on'])} split, so this audit does not grade "
+            "its own filter."
+            if splits.get("filter_calibrated_on")
+            else "The sample was not privacy-filtered."
         )
+    )
+    if result.get("guarantee"):
+        doc.paragraph(f"Differential privacy (DP-SGD on the discriminator): {result['guarantee']}.")
     elif result.get("gan"):
         doc.paragraph("The GAN was trained without differential privacy (no formal guarantee).")
 
     doc.heading("Privacy measures")
     doc.table(*_rows(result["measures"]), caption="worst class first decides each verdict")
+    identity = result["measures"].get("identity_reidentification")
+    if identity:
+        rows = [
+            [
+                cls,
+                name,
+                m.get("value"),
+                m.get("baseline"),
+                m["same_person_threshold"],
+                f"{m['faceless_share']:.0%}",
+                "unknown" if m["power"] is None else f"{m['power']:.0%}",
+                m["verdict"] + (f" ({m['reason']})" if m.get("reason") else ""),
+            ]
+            for cls, r in identity["classes"].items()
+            for name, m in r["matchers"].items()
+        ]
+        doc.table(
+            [
+                "class",
+                "matcher",
+                "S rate",
+                "H rate",
+                "threshold",
+                "no face in S",
+                "power",
+                "verdict",
+            ],
+            rows,
+            caption="re-identification per face matcher (S rate counts faces found; images "
+            "with no face are not counted as passing); power = share of real same-person "
+            "pairs the threshold recognises",
+        )
     doc.heading("Quality checks (do not decide the verdict)")
     doc.table(*_rows(result["quality"]))
     doc.heading("What each measure asks, and its rule")
@@ -60,18 +91,21 @@ def write_audit_report(out_dir: Path, result: dict, sets) -> None:
         doc.paragraph(f"**{name}** ({m['space']}): {m['question']} Rule: {m['rule']}.")
 
     doc.heading("Settings")
-    cal = result["identity_calibration"]
-    doc.paragraph(
-        f"Identity threshold (SFace cosine): **{cal['threshold']}**, "
-        + (
-            f"calibrated on {cal['people']} people from the prepared folder's person keys: "
-            f"{cal['false_accept_rate']:.0%} of {cal['different_person_pairs']} different-person "
-            f"pairs and {cal['true_accept_rate']:.0%} of {cal['same_person_pairs']} same-person "
-            "pairs pass it."
-            if cal["source"] == "calibrated"
-            else f"{cal['note']}."
-        )
-    )
+    for name, cal in result["identity_calibration"].items():
+        if cal["source"] == "calibrated":
+            doc.paragraph(
+                f"Same-person threshold of `{name}`: **{cal['threshold']}**, calibrated on "
+                f"{cal['people']} people (splits {', '.join(cal['splits'])}): "
+                f"{cal['false_accept_rate']:.1%} of {cal['different_person_pairs']} "
+                f"different-person pairs pass it. Power: **{cal['power']:.0%}** of "
+                f"{cal['same_person_pairs']} same-person pairs pass it"
+                + (", so a copied person can slip through" if cal["power"] < 0.5 else "")
+                + "."
+            )
+        else:
+            doc.paragraph(
+                f"Same-person threshold of `{name}`: **{cal['threshold']}** ({cal['note']})."
+            )
     head = ["class", "S", "T", "H", "S (Inception)", "T (Inception)", "H (Inception)"]
     rows = []
     for name, roles in result["sizes"].items():
@@ -123,18 +157,19 @@ def _distance_figure(sets, path: Path) -> Path:
                 "xlabel": "distance of standardised 64 px images",
             }
         )
-        ids = cs.features["identity"]
-        panels.append(
-            {
-                "title": f"{cs.name}: identity similarity to nearest T",
-                "series": {
-                    "synthetic": cosine_to_nearest(ids["synthetic"], ids["train"])[0],
-                    "held-out": cosine_to_nearest(ids["holdout"], ids["train"])[0],
-                },
-                "line": sets.identity_threshold,
-                "xlabel": "SFace cosine",
-            }
-        )
+        for name, space in sets.identity.items():
+            ids = cs.features[space.space]
+            panels.append(
+                {
+                    "title": f"{cs.name}: {space.matcher.label} similarity to nearest T",
+                    "series": {
+                        "synthetic": most_similar(name, ids["synthetic"], ids["train"])[0],
+                        "held-out": most_similar(name, ids["holdout"], ids["train"])[0],
+                    },
+                    "line": space.threshold,
+                    "xlabel": space.matcher.similarity,
+                }
+            )
     return plots.histograms(panels, path)
 
 
@@ -146,12 +181,9 @@ def _roc_figure(sets, path: Path) -> Path:
         d_h = nearest(px["holdout"], px["synthetic"])[0]
         y = np.r_[np.ones(len(d_t)), np.zeros(len(d_h))]
         curves[f"{cs.name} black-box"] = [(y, -np.r_[d_t, d_h])]
-        if sets.discriminator is not None:
-            s = np.r_[
-                sets.discriminator(cs.images["train"], cs.index),
-                sets.discriminator(cs.images["holdout"], cs.index),
-            ]
-            curves[f"{cs.name} white-box (D)"] = [(y, s)]
+        if sets.membership is not None:
+            members, others = sets.membership(cs.images["train"], cs.images["holdout"], cs.index)
+            curves[f"{cs.name} white-box (D)"] = [(y, np.r_[members, others])]
     return plots.roc_curves(
         curves, path, title="membership inference: T (members) vs H", xlabel="FPR", ylabel="TPR"
     )

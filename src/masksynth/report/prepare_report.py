@@ -308,18 +308,20 @@ def _grouping(rows, classes, meta) -> str:
     sizes = sorted((len(m) for m in members.values()), reverse=True)
     crossing = [g for g, m in members.items() if len({r["split"] for r in m}) > 1]
     keys = Counter(row["group_key"] for row in ok if row.get("group_key"))
-    pattern = meta["config"]["group_by"]
+    grouping = meta.get("group_by") or {"source": "none", "pattern": None}
+    pattern = grouping["pattern"]
     out = [
         "## Groups and split\n",
         f"{len(members)} groups (near duplicates"
-        + (f" and files sharing the first group of `--group-by {pattern}`" if pattern else "")
+        + (f" and files sharing the first group of `{pattern}`" if pattern else "")
         + f"); largest: {sizes[:5]}. "
         + (
-            f"`--group-by` matched {sum(keys.values())} files in {len(keys)} groups. "
+            f"Person key ({grouping['source']}): `{pattern}` matched {sum(keys.values())} "
+            f"files in {len(keys)} groups. "
             if pattern
-            else "No `--group-by`: photos of one person may fall in different "
-            "splits; pass e.g. `--group-by '^\\d+_\\d+_([A-Za-z]+)_'` for identity-disjoint "
-            "splits. "
+            else f"No person key ({grouping['source']}): photos of one person may fall in "
+            "different splits; pass e.g. `--group-by '^\\d+_\\d+_([A-Za-z]+)_'` for "
+            "identity-disjoint splits. "
         )
         + f"Groups crossing splits: **{len(crossing)}**"
         + (" (from the folder's own split)" if meta["preset_split"] else "")

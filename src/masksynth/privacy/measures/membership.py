@@ -1,7 +1,8 @@
 """Membership inference: can an attacker tell the GAN's training images from unseen ones?
 
 White-box (LOGAN, Hayes et al. 2019): the GAN's own discriminator scores training images
-higher when it has memorised them. Black-box (GAN-Leaks, Chen et al. 2020): an image close
+higher when it has memorised them; it scores them as it was trained (see
+privacy.sets.membership_scorer). Black-box (GAN-Leaks, Chen et al. 2020): an image close
 to some synthetic image was more likely in training. Both give a ROC-AUC of T against H.
 """
 
@@ -23,14 +24,13 @@ RULE = "fail: AUC >= 0.6 and its 95 % bootstrap interval excludes 0.5; warn: int
     RULE,
 )
 def whitebox(cs, sets, config) -> dict:
-    if sets.discriminator is None:
+    if sets.membership is None:
         return {
             "value": None,
             "verdict": "skipped",
             "reason": "no GAN checkpoint found for this synthetic set (sample.json run_dir)",
         }
-    members = sets.discriminator(cs.images["train"], cs.index)
-    others = sets.discriminator(cs.images["holdout"], cs.index)
+    members, others = sets.membership(cs.images["train"], cs.images["holdout"], cs.index)
     return attack_auc(members, others, config.bootstrap, config.seed)
 
 

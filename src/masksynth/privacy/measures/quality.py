@@ -19,7 +19,7 @@ POOR_BELOW = 0.5  # of the held-out images' own value
     f"poor: below {POOR_BELOW} x the held-out rate",
 )
 def face_rate(cs, sets, config) -> dict:
-    ids = cs.features["identity"]
+    ids = cs.features[next(iter(sets.identity.values())).space]  # every matcher uses YuNet
     rate = float((~np.isnan(ids["synthetic"]).any(1)).mean())
     base = float((~np.isnan(ids["holdout"]).any(1)).mean())
     return _graded(rate, base)
