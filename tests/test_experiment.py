@@ -137,3 +137,29 @@ def test_rerun_with_another_split_recomputes_every_later_stage(experiment_run, t
 
 def _sources(training_set: Path) -> list[str]:
     return [r["source"] for r in read_csv(training_set) if r["origin"] == "real"]
+
+
+def test_a_gan_moved_on_by_an_interrupted_resume_is_not_reused(tiny_prep, tmp_path):
+    """gan.json of a finished run still says 'done' while a later resume, killed, has moved
+    the checkpoint on: the experiment must not take that checkpoint for the finished run."""
+    from conftest import interrupted
+
+    from masksynth.config import experiment_config
+    from masksynth.data.cache import read_prepared
+    from masksynth.experiment import _train_or_resume_gan
+    from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
+
+    gan_dir = tmp_path / "gan"
+    config = experiment_config("quick", gan_epochs=1, gan_metrics_samples=4, device="cpu")
+    fingerprint = read_prepared(tiny_prep)["fingerprint"]
+    assert not _train_or_resume_gan(tiny_prep, gan_dir, fingerprint, config).get("reused")
+    assert _train_or_resume_gan(tiny_prep, gan_dir, fingerprint, config)["reused"]
+    # a resume to 2 epochs, killed right after it saved the end of epoch 2
+    args = ["train-gan", str(tiny_prep), "--out", str(gan_dir), "--resume", "--epochs", "2"]
+    result = interrupted("masksynth.gan.train:save_checkpoint", 1, "SIGKILL", args)
+    assert result.returncode == -9, result.stderr
+    assert json.loads((gan_dir / "gan.json").read_text())["stopped"] == "done"
+    assert load_checkpoint(checkpoint_path(gan_dir))["epoch"] == 2
+    summary = _train_or_resume_gan(tiny_prep, gan_dir, fingerprint, config)
+    assert not summary.get("reused") and summary["epochs_done"] == 1
+    assert load_checkpoint(checkpoint_path(gan_dir))["epoch"] == 1

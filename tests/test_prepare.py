@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -251,3 +252,23 @@ def test_output_inside_the_data_folder_is_refused(messy_folder):
     with pytest.raises(MasksynthError, match="inside the data folder"):
         prepare(messy_folder, messy_folder / "with_mask" / "prep", CONFIG)
     assert not (messy_folder / "with_mask" / "prep").exists()
+
+
+def test_a_copied_folder_or_other_cache_sizes_keep_the_prepared_identity(tmp_path):
+    """Later stages key on the prepared data's content: a copy with new file times, or
+    another set of cached sizes, does not make them redo their work."""
+    raw = tmp_path / "raw"
+    for k in range(6):
+        write(raw / f"with_mask/{k}.jpg", encode(picture(300 + k), "JPEG"))
+        write(raw / f"without_mask/{k}.jpg", encode(picture(400 + k), "JPEG"))
+    first = prepare(raw, tmp_path / "a", CONFIG)
+    copy = tmp_path / "copy"
+    shutil.copytree(raw, copy, copy_function=shutil.copy)  # new modification times
+    second = prepare(copy, tmp_path / "b", CONFIG)
+    assert second["listing_fingerprint"] != first["listing_fingerprint"]
+    assert second["fingerprint"] == first["fingerprint"]
+    sizes = prepare(copy, tmp_path / "c", PrepareConfig(**{**CONFIG.to_dict(), "sizes": (32,)}))
+    assert sizes["fingerprint"] == first["fingerprint"]
+    # ... while new content does change it
+    write(copy / "with_mask/0.jpg", encode(picture(4242), "JPEG"))
+    assert prepare(copy, tmp_path / "d", CONFIG)["fingerprint"] != first["fingerprint"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+
+from masksynth.errors import MasksynthError
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,12 @@ class GanConfig:
     @classmethod
     def from_dict(cls, values: dict) -> GanConfig:
         """A config read back from JSON or a checkpoint (lists become tuples again)."""
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise MasksynthError(
+                f"a GAN config with settings this masksynth does not know ({', '.join(unknown)}): "
+                "written by another version"
+            )
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     def recipe(self) -> dict:
@@ -130,8 +138,6 @@ GAN_PRESETS: dict[str, dict] = {
 def gan_config(preset: str = "paper", **overrides) -> GanConfig:
     """The preset's config with explicit overrides (None means 'keep the preset's value')."""
     if preset not in GAN_PRESETS:
-        from masksynth.errors import MasksynthError
-
         raise MasksynthError(f"unknown preset {preset!r}: choose from {', '.join(GAN_PRESETS)}")
     values = {**GAN_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
     return GanConfig(preset=preset, **values)
@@ -204,8 +210,6 @@ EXPERIMENT_PRESETS: dict[str, dict] = {
 
 def experiment_config(preset: str = "quick", **overrides) -> ExperimentConfig:
     if preset not in EXPERIMENT_PRESETS:
-        from masksynth.errors import MasksynthError
-
         raise MasksynthError(
             f"unknown preset {preset!r}: choose from {', '.join(EXPERIMENT_PRESETS)}"
         )

@@ -29,8 +29,8 @@ from masksynth.config import (
 from masksynth.data import load_split
 from masksynth.data.prepare import prepare
 from masksynth.errors import MasksynthError
-from masksynth.fileio import read_csv, read_json, write_json
-from masksynth.gan.checkpoint import checkpoint_path
+from masksynth.fileio import file_sha256, read_csv, read_json, write_json
+from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
 from masksynth.gan.sample import sample
 from masksynth.gan.train import gan_inputs, train_gan
 from masksynth.metrics.stats import mcnemar_test, mean_sd, paired_bootstrap
@@ -245,18 +245,22 @@ def _train_or_resume_gan(
         device=config.device,
         metrics_samples=config.gan_metrics_samples,
     )
-    summary_file = gan_dir / "gan.json"
-    if summary_file.is_file() and checkpoint_path(gan_dir).is_file():
+    summary_file, ckpt = gan_dir / "gan.json", checkpoint_path(gan_dir)
+    if summary_file.is_file() and ckpt.is_file():
         summary = read_json(summary_file)
         why = changes(summary.get("inputs"), gan_inputs(prep_fingerprint, gan_cfg))
-        done = summary.get("epochs_done") or 0
-        if not why and summary.get("stopped") == "done" and done == gan_cfg.epochs:
+        trained = load_checkpoint(ckpt)["epoch"]
+        # finished: gan.json describes this very checkpoint (an interrupted resume moves it on)
+        finished = summary.get("stopped") == "done" and summary.get(
+            "checkpoint_sha256"
+        ) == file_sha256(ckpt)
+        if not why and finished and trained == gan_cfg.epochs:
             log.info("GAN already trained in %s from these inputs: reusing it", gan_dir)
             return {**summary, "reused": True}
-        if not why and done <= gan_cfg.epochs:
+        if not why and trained <= gan_cfg.epochs:
             return train_gan(prep_dir, gan_dir, gan_cfg, resume=True)
-        if done > gan_cfg.epochs:
-            why.append(f"epochs: trained {done}, now {gan_cfg.epochs}")
+        if trained > gan_cfg.epochs:
+            why.append(f"epochs: the checkpoint has {trained}, now {gan_cfg.epochs}")
         log.warning("%s: training the GAN anew (%s)", gan_dir, "; ".join(why))
     if gan_dir.exists():  # stale or unfinished-without-record: it is this experiment's own folder
         shutil.rmtree(gan_dir)

@@ -14,7 +14,8 @@ from typing import Any
 
 
 def _canonical(value: Any) -> str:
-    # tuples and lists, ints and floats from JSON round trips compare alike
+    # tuples and lists compare alike (JSON turns tuples into lists); 1 and 1.0 do not, which
+    # typed configs never mix
     return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
 
 

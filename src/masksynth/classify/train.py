@@ -29,7 +29,7 @@ from masksynth.data.synthetic import load_synthetic, synthetic_files, synthetic_
 from masksynth.device import autocast, classifier_memory_format, resolve_precision
 from masksynth.distributed import average_buffers, check_in_sync, mean_over_ranks, setup, wrap
 from masksynth.errors import MasksynthError
-from masksynth.fileio import read_json, write_csv, write_json
+from masksynth.fileio import file_sha256, read_json, write_csv, write_json
 from masksynth.metrics.classification import binary_metrics
 from masksynth.provenance import changes
 from masksynth.runinfo import run_record
@@ -229,11 +229,14 @@ def classifier_inputs(
     synthetic_only: bool,
 ) -> dict:
     """What a classifier is built from (see provenance): data, split, synthetic set, recipe."""
+    weights = Path(config.weights)
     return {
         "prepared": prep_fingerprint,
         "synthetic": synthetic_id(Path(synthetic_dir)) if synthetic_dir else None,
         "synthetic_only": synthetic_only,
         "config": {k: v for k, v in config.to_dict().items() if k != "device"},
+        # a state-dict file by content: another file under the same name trains anew
+        "weights_sha256": file_sha256(weights) if weights.is_file() else None,
     }
 
 

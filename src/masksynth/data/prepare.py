@@ -36,6 +36,7 @@ from masksynth.data.split import (
 from masksynth.data.store import ItemStore
 from masksynth.errors import MasksynthError
 from masksynth.fileio import read_json, write_csv, write_json
+from masksynth.provenance import digest
 from masksynth.runinfo import run_record
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,9 @@ def prepare(data_dir: str | Path, out_dir: str | Path, config: PrepareConfig) ->
             f"folders {classes}: pass --positive-class"
         )
 
-    fingerprint = _fingerprint(config, files, data_dir)
+    listing = _listing_fingerprint(config, files, data_dir)
     previous = _read_previous(out_dir)
-    if previous.get("fingerprint") == fingerprint and _cache_complete(out_dir, previous):
+    if previous.get("listing_fingerprint") == listing and _cache_complete(out_dir, previous):
         log.info("%s is up to date with %s: reusing it", out_dir, data_dir)
         return {**previous, "reused": True}
 
@@ -110,13 +111,16 @@ def prepare(data_dir: str | Path, out_dir: str | Path, config: PrepareConfig) ->
     duplicates = _mark_exact_duplicates(rows)
     groups, near_groups, cross_class_near = _group(rows, config, pattern)
     _assign_splits(rows, groups, config, preset)
+    fingerprint = _content_fingerprint(config, rows)
 
     counts = _write_outputs(out_dir, rows, images, classes, config)
     meta = {
         "stage": "prepare",
         "data_dir": str(data_dir),
         "config": config.to_dict(),
+        # what later stages record: the images (by content), labels, split and settings
         "fingerprint": fingerprint,
+        "listing_fingerprint": listing,  # the up-to-date check of this stage alone
         "classes": classes,
         "positive_class": config.positive_class,
         "splits": list(SPLITS),
@@ -181,11 +185,21 @@ def resolve_grouping(option: str | None, names: list[str]) -> dict:
     return {"source": "auto-detected", **stats}
 
 
-def _fingerprint(config: PrepareConfig, files: list[SourceFile], data_dir: Path) -> str:
+def _listing_fingerprint(config: PrepareConfig, files: list[SourceFile], data_dir: Path) -> str:
+    """Folder, file sizes and times, settings: unchanged means nothing to redo (a quick check)."""
     settings = {k: v for k, v in config.to_dict().items() if k != "workers"}  # not the result
     listing = [(f.relpath, f.size, f.mtime_ns, f.skip_reason) for f in files]
     blob = json.dumps([FORMAT_VERSION, str(data_dir), settings, listing], default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _content_fingerprint(config: PrepareConfig, rows: list[dict]) -> str:
+    """The prepared data's identity: every file's content, label, status and split, and the
+    settings that shape the crops. A copied or moved folder keeps it; so does another set of
+    cached sizes (each size is its own file), so later stages are not redone for either."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("workers", "sizes")}
+    keys = ("source", "sha256", "label", "status", "split")
+    return digest([FORMAT_VERSION, settings, [[row.get(k) for k in keys] for row in rows]])
 
 
 def _store_key(options: IngestOptions) -> str:

@@ -123,6 +123,7 @@ def sample(
     state, generators = load_generators(run_dir, torch_device)
     release_filter = _release_filter(prep_dir) if privacy_filter else None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out_dir)
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
         rows, dropped = _draw(
@@ -209,6 +210,8 @@ def _write_records(work, run_dir, state, inputs, rows, dropped, release_filter) 
         "sample_id": digest([(r["file"], r["sha256"]) for r in rows]),
         "inputs": inputs,
         "run_dir": str(run_dir.resolve()),
+        # `work` is renamed to the sample folder beside it: the GAN is found after a move too
+        "run_dir_relative": os.path.relpath(run_dir.resolve(), work.resolve()),
         "checkpoint_sha256": inputs["checkpoint_sha256"],
         "prep_fingerprint": state.get("prep_fingerprint"),
         "epoch": state["epoch"],
@@ -247,6 +250,14 @@ def _refuse_foreign_folder(out_dir: Path) -> None:
             f"--out {out_dir} already holds files that are not a masksynth sample: "
             "choose an empty or new folder"
         )
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Temporary folders of a sample that was killed before it was renamed into place."""
+    for prefix in ("partial", "old"):
+        for stale in out_dir.parent.glob(f".{out_dir.name}.{prefix}-*"):
+            log.info("removing %s, left by an interrupted sample", stale)
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _swap_into_place(work: Path, out_dir: Path) -> None:

@@ -40,7 +40,7 @@ from masksynth.distributed import (
     wrap,
 )
 from masksynth.errors import MasksynthError
-from masksynth.fileio import read_json, write_json
+from masksynth.fileio import file_sha256, read_json, write_json
 from masksynth.gan.checkpoint import (
     checkpoint_path,
     load_checkpoint,
@@ -197,6 +197,7 @@ def train_gan(
             prep_dir, "test", config.metrics_samples, units, device
         )
         write_json(run_dir / "metrics.json", summary["metrics"])
+    summary["checkpoint_sha256"] = file_sha256(ckpt_file)  # what this record describes
     previous = read_json(run_dir / "gan.json")
     earlier = previous.get("total_seconds", 0.0) if state is not None else 0.0
     summary["total_seconds"] = round(earlier + time.perf_counter() - wall_start, 1)

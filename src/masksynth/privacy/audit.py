@@ -20,6 +20,7 @@ from masksynth.data.synthetic import synthetic_id
 from masksynth.device import pick_device
 from masksynth.errors import MasksynthError
 from masksynth.fileio import write_json
+from masksynth.gan.checkpoint import checkpoint_path
 from masksynth.privacy.decide import ORDER, worst
 from masksynth.privacy.measures import PRIVACY, REGISTRY
 from masksynth.privacy.sets import AuditSets, gan_behind, load_sets
@@ -42,8 +43,16 @@ STATEMENTS = {
 
 def audit_inputs(synth_dir: Path, prep_dir: Path, config: AuditConfig) -> dict:
     """What an audit is built from (see provenance): the sample, the data and the settings."""
+    gan = gan_behind(synth_dir)
+    checkpoint = checkpoint_path(Path(gan["run_dir"])) if gan.get("run_dir") else None
     return {
         "sample": synthetic_id(synth_dir),
+        # how it was chosen (the same images, filtered or not, read differently)
+        "filter": [gan.get("filtered"), gan.get("filter_holdout")],
+        # the white-box attack needs the GAN: an audit without it is not one with it
+        "gan_checkpoint": gan.get("checkpoint_sha256")
+        if checkpoint is not None and checkpoint.is_file()
+        else None,
         "prepared": read_prepared(prep_dir)["fingerprint"],
         "settings": config.settings(),
     }

@@ -260,6 +260,9 @@ def gan_behind(synth_dir: Path) -> dict:
         return {}
     meta = read_json(meta_path)
     run_dir = Path(meta.get("run_dir", ""))
+    moved = Path(synth_dir) / meta.get("run_dir_relative", "")
+    if "run_dir_relative" in meta and (moved / "gan.json").is_file():
+        run_dir = moved.resolve()  # the sample and its GAN were moved together
     info = {
         "run_dir": str(run_dir),
         "checkpoint_sha256": meta.get("checkpoint_sha256"),
@@ -290,6 +293,8 @@ def membership_scorer(gan: dict, device: torch.device, seed: int):
 
     path = checkpoint_path(Path(gan["run_dir"])) if gan.get("run_dir") else None
     if path is None or not path.is_file():
+        if path is not None:
+            log.warning("no GAN checkpoint at %s: no white-box membership attack", path)
         return None
     if gan.get("checkpoint_sha256") and file_sha256(path) != gan["checkpoint_sha256"]:
         log.warning("%s changed since the sample was drawn: no white-box attack", path)
