@@ -200,7 +200,8 @@ def test_ema_generator_has_batchnorm_statistics_of_its_own_weights(tiny_run):
     """Copying the live G's running statistics into the EMA generator would pair them with
     weights they were never computed for; they are recomputed for the EMA weights."""
     from masksynth.config import GanConfig
-    from masksynth.gan.train import batchnorm_seed, build_generator, refresh_batchnorm
+    from masksynth.gan.train import build_generator, refresh_batchnorm
+    from masksynth.seeds import BATCHNORM, derive_seed
 
     run, _ = tiny_run
     state = load_checkpoint(checkpoint_path(run))
@@ -213,7 +214,7 @@ def test_ema_generator_has_batchnorm_statistics_of_its_own_weights(tiny_run):
         G.load_state_dict(ema)
         for k in means:
             G.state_dict()[k].fill_(123.0)  # forget them, then recompute from the EMA weights
-        refresh_batchnorm(G, batchnorm_seed(config.seed, state["global_step"]))
+        refresh_batchnorm(G, derive_seed(config.seed, BATCHNORM, state["global_step"]))
         for k, v in G.state_dict().items():
             if k.endswith(("running_mean", "running_var")):
                 assert torch.allclose(v, ema[k], atol=1e-5), k

@@ -33,6 +33,7 @@ from masksynth.fileio import file_sha256, read_json, write_csv, write_json
 from masksynth.metrics.classification import binary_metrics
 from masksynth.provenance import changes
 from masksynth.runinfo import run_record
+from masksynth.seeds import CLASSIFIER_ORDER, PROCESS, derive_seed
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "classifier.pt"
@@ -101,7 +102,7 @@ def train_classifier(
     model = model.to(device, memory_format=classifier_memory_format(device))
     trained = wrap(model, ranks, device)  # DDP under torchrun (BatchNorm statistics of rank 0)
     if ranks.on:  # each rank draws its own augmentations
-        torch.manual_seed(config.seed + 7919 * ranks.rank)
+        torch.manual_seed(derive_seed(config.seed, PROCESS, ranks.rank))
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -137,7 +138,10 @@ def train_classifier(
     best, started = None, time.perf_counter()
     for epoch in range(config.epochs):
         order = torch.randperm(
-            len(labels), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch)
+            len(labels),
+            generator=torch.Generator().manual_seed(
+                derive_seed(config.seed, CLASSIFIER_ORDER, epoch)
+            ),
         ).to(device)
         model.train()
         sums = {"loss": 0.0, "correct": 0, "n": 0}

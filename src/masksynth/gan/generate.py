@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from masksynth.seeds import LATENTS, derive_seed
+
 
 def latents(seed: int, class_index: int, count: int, z_dim: int) -> torch.Tensor:
     """The latent block of one class for one seed: latent i is always the same vector."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + class_index)
+    generator = torch.Generator().manual_seed(derive_seed(seed, LATENTS, class_index))
     return torch.randn(count, z_dim, 1, 1, generator=generator)
 
 

@@ -54,6 +54,7 @@ from masksynth.gan.networks import IMAGE_SIZE, Discriminator, Generator
 from masksynth.provenance import changes
 from masksynth.report.sheets import save_grid
 from masksynth.runinfo import run_record
+from masksynth.seeds import BATCHNORM, GAN_ORDER, PROCESS, RESUMED_PROCESS, derive_seed
 from masksynth.torchio import load_weights
 
 if TYPE_CHECKING:  # opacus takes seconds to import: gan.dp is imported only when DP is on
@@ -128,7 +129,7 @@ def train_gan(
         unit.G_train = wrap(unit.G, ranks, device, broadcast_buffers=False)
         unit.D_train = wrap(unit.D, ranks, device, broadcast_buffers=False)
     if ranks.on:  # each rank draws its own noise and augmentations
-        torch.manual_seed(config.seed + 7919 * ranks.rank)
+        torch.manual_seed(derive_seed(config.seed, PROCESS, ranks.rank))
     delta = None
     if config.dp_epsilon:
         from masksynth.gan import dp
@@ -319,7 +320,8 @@ def _restore_rng(state: dict, ranks: Ranks) -> None:
     )
     set_rng_state(saved[0])
     if ranks.on:
-        torch.manual_seed(state["global_step"] * 1_000_003 + 7919 * ranks.rank)
+        seed = state["config"]["seed"]
+        torch.manual_seed(derive_seed(seed, RESUMED_PROCESS, state["global_step"], ranks.rank))
 
 
 def _restore(units: list[Unit], state: dict, path: Path) -> None:
@@ -452,7 +454,7 @@ class _Trainer:
         """A fixed shuffle per (seed, epoch, unit): resuming mid-epoch sees the same order."""
         orders = []
         for k, unit in enumerate(self.units):
-            gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch * 101 + k)
+            gen = torch.Generator().manual_seed(derive_seed(self.config.seed, GAN_ORDER, epoch, k))
             orders.append(
                 unit.indices[
                     torch.randperm(len(unit.indices), generator=gen).to(unit.indices.device)
@@ -684,7 +686,7 @@ class _Trainer:
         EMA generator's computed for its own weights (the live G's would not fit them)."""
         for unit in self.units:
             if unit.G_ema is not None:
-                seed = batchnorm_seed(self.config.seed, self.global_step)
+                seed = derive_seed(self.config.seed, BATCHNORM, self.global_step)
                 refresh_batchnorm(unit.G_ema, seed, self.device)
         modules = [u.G for u in self.units] + [u.D for u in self.units]
         average_buffers(modules + [u.G_ema for u in self.units if u.G_ema is not None], self.ranks)
@@ -767,11 +769,6 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 
 
 BATCHNORM_BATCHES, BATCHNORM_BATCH_SIZE = 8, 64
-
-
-def batchnorm_seed(run_seed: int, step: int) -> int:
-    """The latents' seed for refresh_batchnorm at a step: a resumed run draws the same ones."""
-    return run_seed * 1_000_003 + step
 
 
 class _LatentsIn(torch.nn.Module):
