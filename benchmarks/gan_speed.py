@@ -28,8 +28,11 @@ from masksynth.config import PrepareConfig, gan_config
 from masksynth.data import load_split
 from masksynth.data.prepare import prepare
 from masksynth.device import autocast, cpu_has_fast_bf16, pick_device, resolve_precision
+from masksynth.distributed import Ranks
+from masksynth.gan.loop import Trainer
+from masksynth.gan.loss import Objective
 from masksynth.gan.networks import Discriminator, Generator
-from masksynth.gan.train import _build_units, _Trainer
+from masksynth.gan.pair import build_pairs
 
 BATCH = 128
 
@@ -96,30 +99,20 @@ def masksynth_loop(prep_dir: Path, steps: int, device: torch.device, precision: 
     config = gan_config("paper", device=str(device), precision=precision, final_metrics=False)
     # One paper-sized pair over all images (a single class holding every label): the
     # baseline's work.
-    units = _build_units(config, ["all"], torch.zeros_like(data.labels), device)
-    images = data.images.to(device)
-    trainer = _Trainer(
-        config,
-        units,
-        images,
-        data.labels.to(device),
-        data.class_names,
-        device,
-        precision,
-        Path("."),
-        prep_dir,
-    )
+    data = data._replace(labels=torch.zeros_like(data.labels), class_names=["all"])
+    pairs = build_pairs(config, data.class_names, data.labels, device)
+    trainer = Trainer(config, pairs, Objective(), data, device, precision, Path("."), Ranks())
     generator = torch.Generator().manual_seed(0)
     batches = [
-        torch.randperm(len(images), generator=generator)[:BATCH].to(device)
+        torch.randperm(len(data.images), generator=generator)[:BATCH].to(device)
         for _ in range(steps + 1)
     ]
-    trainer._train_step(units[0], batches[0])  # warm-up
+    trainer.train_step(pairs[0], batches[0])  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
     for batch in batches[1:]:
-        trainer._train_step(units[0], batch)
+        trainer.train_step(pairs[0], batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * BATCH / (time.perf_counter() - started)

@@ -76,7 +76,7 @@ def main() -> None:
         n = args.n_per_class * n_classes
 
         def ours_run(out: Path) -> None:
-            sample(run_dir, out, args.n_per_class, device=str(device), privacy_filter=False)
+            sample(run_dir, out, args.n_per_class, device=str(device))
 
         def plain_run(out: Path) -> None:
             plain_sample(run_dir, out, args.n_per_class, device)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 import masksynth.classify.train as classify_train
+import masksynth.gan.loop as gan_loop
 import masksynth.gan.train as gan_train
 from masksynth.config import ClassifierConfig, gan_config
 
@@ -42,7 +43,7 @@ sys.addaudithook(audit)
 
 # Spies (not mocks): they keep a reference to the real trainer and model that run.
 seen = {}
-real_run, real_build = gan_train._Trainer.run, classify_train.build_model
+real_run, real_build = gan_loop.Trainer.run, classify_train.build_model
 
 
 def run(self, *args):
@@ -55,7 +56,7 @@ def build_model(*args, **kwargs):
     return seen["model"]
 
 
-gan_train._Trainer.run = run
+gan_loop.Trainer.run = run
 classify_train.build_model = build_model
 
 config = gan_config(
@@ -72,9 +73,9 @@ config = gan_config(
 )
 gan_train.train_gan(prep, out / "gan", config)
 weights = {}
-for unit in seen["trainer"].units:
-    weights.update({f"{unit.name}.G.{k}": v for k, v in unit.G.state_dict().items()})
-    weights.update({f"{unit.name}.D.{k}": v for k, v in unit.D.named_parameters()})
+for pair in seen["trainer"].pairs:
+    weights.update({f"{pair.name}.G.{k}": v for k, v in pair.G.state_dict().items()})
+    weights.update({f"{pair.name}.D.{k}": v for k, v in pair.D.named_parameters()})
 torch.save(weights, spy / f"gan-rank{rank}.pt")
 
 clf = ClassifierConfig(epochs=2, batch_size=8, device="cpu", precision="fp32")

@@ -97,3 +97,34 @@ def test_every_train_gan_option_reaches_the_run_config(tiny_prep, tmp_path):
     assert config["preset"] == "paper"
     for name, (_, field, expected) in TRAIN_GAN_OPTIONS.items():
         assert config[field] == expected, (name, config[field])
+
+
+def test_option_defaults_are_the_configs_own():
+    """A default exists once, in the config dataclass: every option named like a config
+    field defaults to that field's default (GAN and experiment options default to None:
+    the preset's value, checked above for train-gan)."""
+    import dataclasses
+
+    import typer
+
+    from masksynth import cli
+    from masksynth.config import AuditConfig, ClassifierConfig, ExperimentConfig, PrepareConfig
+
+    commands = typer.main.get_command(cli.app).commands
+    checked = 0
+    for name, config in {
+        "prepare": PrepareConfig,
+        "audit": AuditConfig,
+        "train-classifier": ClassifierConfig,
+        "experiment": ExperimentConfig,
+    }.items():
+        defaults = {f.name: f.default for f in dataclasses.fields(config)}
+        for param in commands[name].params:
+            if param.name not in defaults or param.default is None:
+                continue
+            expected = defaults[param.name]
+            if isinstance(expected, tuple):  # written as 'a,b,c' on the command line
+                expected = ",".join(map(str, expected))
+            assert param.default == expected, (name, param.name, param.default, expected)
+            checked += 1
+    assert checked >= 20

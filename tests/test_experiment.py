@@ -156,7 +156,7 @@ def test_a_gan_moved_on_by_an_interrupted_resume_is_not_reused(tiny_prep, tmp_pa
     assert _train_or_resume_gan(tiny_prep, gan_dir, fingerprint, config)["reused"]
     # a resume to 2 epochs, killed right after it saved the end of epoch 2
     args = ["train-gan", str(tiny_prep), "--out", str(gan_dir), "--resume", "--epochs", "2"]
-    result = interrupted("masksynth.gan.train:save_checkpoint", 1, "SIGKILL", args)
+    result = interrupted("masksynth.gan.loop:save_checkpoint", 1, "SIGKILL", args)
     assert result.returncode == -9, result.stderr
     assert json.loads((gan_dir / "gan.json").read_text())["stopped"] == "done"
     assert load_checkpoint(checkpoint_path(gan_dir))["epoch"] == 2

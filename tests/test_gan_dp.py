@@ -11,7 +11,8 @@ from masksynth.config import gan_config
 from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
 from masksynth.gan.dp import PrivateD
 from masksynth.gan.networks import Discriminator
-from masksynth.gan.train import _build_units, train_gan
+from masksynth.gan.pair import build_pairs
+from masksynth.gan.train import train_gan
 
 TARGET = 20.0
 TINY = dict(
@@ -84,9 +85,9 @@ def test_dp_run_trains_and_records_the_epsilon_it_spent(dp_run):
 def test_dp_discriminator_has_no_batchnorm(dp_run, tiny_prep):
     config = _tiny(epochs=1)
     labels = torch.tensor([0, 0, 1, 1])
-    for unit in _build_units(config, ["with_mask", "without_mask"], labels, torch.device("cpu")):
-        assert not any(isinstance(m, nn.BatchNorm2d) for m in unit.D.modules())
-        assert any(isinstance(m, nn.GroupNorm) for m in unit.D.modules())
+    for pair in build_pairs(config, ["with_mask", "without_mask"], labels, torch.device("cpu")):
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in pair.D.modules())
+        assert any(isinstance(m, nn.GroupNorm) for m in pair.D.modules())
     run, _ = dp_run
     saved = load_checkpoint(checkpoint_path(run))["units"]["with_mask"]["D"]
     assert not any("running" in key for key in saved)

@@ -12,7 +12,8 @@ from masksynth.errors import MasksynthError
 from masksynth.fileio import file_sha256, read_csv, write_csv
 from masksynth.gan.checkpoint import checkpoint_path
 from masksynth.gan.generate import generate, latents
-from masksynth.gan.sample import load_generators, sample
+from masksynth.gan.load import load_generators
+from masksynth.gan.sample import sample
 from masksynth.gan.train import train_gan
 
 

@@ -10,7 +10,7 @@ from masksynth.config import gan_config
 from masksynth.errors import MasksynthError
 from masksynth.fileio import file_sha256
 from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
-from masksynth.gan.sample import load_generators
+from masksynth.gan.load import load_generators
 from masksynth.gan.train import train_gan
 
 TINY = dict(
@@ -134,7 +134,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_prep, tmp_path):
         "--xflip",
     ]
     # killed right after the second checkpoint (every 3 steps), in the middle of epoch 1
-    result = interrupted("masksynth.gan.train:save_checkpoint", 2, "SIGKILL", args)
+    result = interrupted("masksynth.gan.loop:save_checkpoint", 2, "SIGKILL", args)
     assert result.returncode == -signal.SIGKILL, result.stderr
     ckpt = checkpoint_path(killed)
     state = load_checkpoint(ckpt)
@@ -153,7 +153,7 @@ def test_ctrl_c_saves_a_consistent_checkpoint_and_exits_cleanly(tiny_prep, tmp_p
     run = tmp_path / "interrupted"
     # Ctrl-C right after the first checkpoint (the end of epoch 1)
     result = interrupted(
-        "masksynth.gan.train:save_checkpoint",
+        "masksynth.gan.loop:save_checkpoint",
         1,
         "SIGINT",
         [
@@ -200,7 +200,8 @@ def test_ema_generator_has_batchnorm_statistics_of_its_own_weights(tiny_run):
     """Copying the live G's running statistics into the EMA generator would pair them with
     weights they were never computed for; they are recomputed for the EMA weights."""
     from masksynth.config import GanConfig
-    from masksynth.gan.train import build_generator, refresh_batchnorm
+    from masksynth.gan.ema import refresh_batchnorm
+    from masksynth.gan.networks import build_generator
     from masksynth.seeds import BATCHNORM, derive_seed
 
     run, _ = tiny_run
@@ -264,3 +265,19 @@ def test_resume_refuses_other_settings_or_other_data_in_one_line(tiny_prep, tmp_
     meta = json.loads((run / "gan.json").read_text())
     assert meta["config"]["preset"] == "paper" and meta["config"]["g_width"] == 8
     assert load_checkpoint(checkpoint_path(run))["epoch"] == 2
+
+
+def test_a_log_file_gets_one_line_per_epoch_not_progress_bar_redraws(tiny_prep, tmp_path):
+    from conftest import run_cli
+
+    result = run_cli(
+        "train-gan", str(tiny_prep), "--out", str(tmp_path / "run"), "--epochs", "2",
+        "--g-width", "8", "--d-width", "8", "--batch-size", "8", "--device", "cpu",
+        "--no-final-metrics",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr  # stderr is a pipe here, as in a log file
+    lines = result.stderr.splitlines()
+    for epoch in (1, 2):
+        ends = [line for line in lines if line.startswith(f"masksynth: epoch {epoch}/2: ")]
+        assert len(ends) == 1 and " step in " in ends[0], lines

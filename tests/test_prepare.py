@@ -10,7 +10,7 @@ import pytest
 from conftest import BAD_FILES, QUIRKS, interrupted
 from imaging import encode, picture, write
 
-import masksynth.data.prepare as prepare_module
+import masksynth.data.ingest as ingest_module
 from masksynth.config import PrepareConfig
 from masksynth.data import load_split
 from masksynth.data.prepare import prepare
@@ -106,9 +106,9 @@ def test_load_split_errors_are_clear(prepared, tmp_path):
 def test_rerun_reuses_and_changes_rebuild(prepared, monkeypatch):
     raw, out, meta = prepared
     calls = []
-    real = prepare_module.process_file
+    real = ingest_module.process_file
     monkeypatch.setattr(
-        prepare_module, "process_file", lambda *a, **k: calls.append(a[1].relpath) or real(*a, **k)
+        ingest_module, "process_file", lambda *a, **k: calls.append(a[1].relpath) or real(*a, **k)
     )
     again = prepare(raw, out, CONFIG)
     assert again["fingerprint"] == meta["fingerprint"] and calls == []
@@ -189,7 +189,7 @@ def test_interrupted_run_resumes_from_saved_work(tmp_path, monkeypatch):
     out = tmp_path / "prep"
     # Ctrl-C after 300 files: the first chunk of 256 is saved, the rest is not
     process = interrupted(
-        "masksynth.data.prepare:process_file",
+        "masksynth.data.ingest:process_file",
         300,
         "SIGINT",
         ["prepare", str(raw), "--out", str(out), "--size", "32", "--workers", "1"],
@@ -201,9 +201,9 @@ def test_interrupted_run_resumes_from_saved_work(tmp_path, monkeypatch):
     assert not (out / "prepare.json").exists()
 
     calls = []
-    real = prepare_module.process_file
+    real = ingest_module.process_file
     monkeypatch.setattr(
-        prepare_module, "process_file", lambda *a, **k: calls.append(1) or real(*a, **k)
+        ingest_module, "process_file", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     meta = prepare(raw, out, PrepareConfig(sizes=(32,), workers=1))
     # what finished before the interruption was kept: only the rest is processed again

@@ -16,10 +16,10 @@ from masksynth.config import AuditConfig, PrepareConfig, gan_config
 from masksynth.data import load_split
 from masksynth.data.prepare import prepare
 from masksynth.fileio import read_csv
-from masksynth.gan.sample import sample
 from masksynth.gan.train import train_gan
 from masksynth.privacy.audit import run_audit
 from masksynth.privacy.release_filter import build_filter
+from masksynth.stages import sample
 
 COPYING = ("dcr_pixel", "dcr_inception", "data_copying_ct", "authenticity", "identifiability")
 PER_CLASS = 64

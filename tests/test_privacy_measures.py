@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from masksynth.privacy.decide import attack_auc, excess_rate, excess_share, worst
+from masksynth.privacy.decide import attack_auc, excess_rate, worst
 from masksynth.privacy.distances import k_nearest, nearest, pixels
 from masksynth.privacy.identity import most_similar
 from masksynth.privacy.measures.authenticity import identified, unauthentic
@@ -80,11 +80,6 @@ def test_excess_rate_needs_significance_and_size():
     assert excess_rate(5, 5, 0, 5, 0.05)["verdict"] == "warn"  # large but only 5 cases
     skipped = excess_rate(0, 0, 3, 10, 0.05)
     assert skipped["verdict"] == "skipped" and skipped["value"] is None
-
-
-def test_excess_share_against_expected():
-    assert excess_share(50, 100, 0.05, 0.05)["verdict"] == "fail"
-    assert excess_share(6, 100, 0.05, 0.05)["verdict"] == "pass"
 
 
 def test_attack_auc_rules():

@@ -1,7 +1,14 @@
-"""The `masksynth` command: parse options, call one stage, turn user errors into one line."""
+"""The `masksynth` command: parse options, call one stage, turn user errors into one line.
+
+Each command imports its stage when it runs (start-up cost: torch and the stages' libraries
+take seconds to import, and `masksynth --help` should answer at once). Option defaults are
+the config dataclasses' own (a test checks every one), so a default exists once.
+Over 400 lines on purpose: one short function per command, mostly its option declarations.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from functools import partial
@@ -12,8 +19,17 @@ import typer
 from typer.exceptions import TyperException
 
 from masksynth import __version__
-from masksynth.config import AuditConfig, ClassifierConfig, PrepareConfig
+from masksynth.config import (
+    TEST,
+    AuditConfig,
+    ClassifierConfig,
+    ExperimentConfig,
+    PrepareConfig,
+    experiment_config,
+    gan_config,
+)
 from masksynth.errors import MasksynthError
+from masksynth.fileio import write_json
 
 app = typer.Typer(
     help="Mask / no-mask face classifiers and anonymized synthetic faces from a small photo set.",
@@ -80,7 +96,9 @@ def prepare(
     split: Annotated[str, typer.Option(help="train,val,test fractions.")] = ",".join(
         map(str, PrepareConfig.split)
     ),
-    seed: Annotated[int, typer.Option(help="Seed of the split and the contact sheets.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the split and the contact sheets.")
+    ] = PrepareConfig.seed,
     group_by: Annotated[
         str,
         typer.Option(
@@ -88,8 +106,10 @@ def prepare(
             r"split, e.g. '^\d+_\d+_([A-Za-z]+)_'. 'auto': detect a person-naming "
             "convention in the names; 'none': no person grouping."
         ),
-    ] = "auto",
-    face_crop: Annotated[bool, typer.Option(help="Crop the most confident face (YuNet).")] = True,
+    ] = PrepareConfig.group_by,
+    face_crop: Annotated[
+        bool, typer.Option(help="Crop the most confident face (YuNet).")
+    ] = PrepareConfig.face_crop,
     face_margin: Annotated[
         float, typer.Option(help="Margin around the face box per side, as a share of its size.")
     ] = PrepareConfig.face_margin,
@@ -108,10 +128,12 @@ def prepare(
     alpha_background: Annotated[
         str, typer.Option(help="RGB that transparent pixels become.")
     ] = ",".join(map(str, PrepareConfig.alpha_background)),
-    workers: Annotated[int, typer.Option(help="Processes; 0 = one per CPU core.")] = 0,
+    workers: Annotated[
+        int, typer.Option(help="Processes; 0 = one per CPU core.")
+    ] = PrepareConfig.workers,
 ) -> None:
     """Validate, deduplicate, face-crop and split a raw photo folder into a cached data set."""
-    from masksynth.data.prepare import prepare as run_prepare
+    from masksynth.data.prepare import prepare as run_prepare  # start-up cost
     from masksynth.data.split import parse_fractions
 
     config = PrepareConfig(
@@ -213,9 +235,8 @@ def train_gan(
     ] = None,
 ) -> None:
     """Train the paper's DCGAN (or the 'best'/'quick' recipe) on a prepared folder."""
-    from masksynth.config import gan_config
-    from masksynth.gan.train import resume_config
-    from masksynth.gan.train import train_gan as run
+    from masksynth.gan.resume import resume_config  # start-up cost
+    from masksynth.stages import train_gan as run
 
     # with --resume, options left out keep the run's own values; the others must agree
     make = partial(resume_config, out) if resume else gan_config
@@ -282,7 +303,7 @@ def sample(
     ] = None,
 ) -> None:
     """Generate synthetic faces as PNGs per class, with a manifest to regenerate any image."""
-    from masksynth.gan.sample import sample as run
+    from masksynth.stages import sample as run  # start-up cost
 
     meta = run(run_dir, out, n_per_class, seed, device, privacy_filter, prep)
     log.info("%d images per class in %s", meta["n_per_class"], out)
@@ -305,7 +326,9 @@ def audit(
     matchers: Annotated[
         str, typer.Option(help="Face matchers for re-identification: sface, dlib.")
     ] = ",".join(AuditConfig.matchers),
-    seed: Annotated[int, typer.Option(help="Seed of the subsets and bootstraps.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the subsets and bootstraps.")
+    ] = AuditConfig.seed,
     inception_per_class: Annotated[
         int, typer.Option(help="Synthetic and held-out images per class in Inception space.")
     ] = AuditConfig.inception_synthetic,
@@ -318,13 +341,13 @@ def audit(
     identity_far: Annotated[
         float, typer.Option(help="False accept rate of the calibrated identity threshold.")
     ] = AuditConfig.identity_far,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = AuditConfig.device,
     workers: Annotated[
         int, typer.Option(help="Face-embedding processes; 0 = one per CPU core.")
-    ] = 0,
+    ] = AuditConfig.workers,
 ) -> None:
     """Privacy audit of a synthetic set against the GAN's training photos: one verdict."""
-    from masksynth.privacy.audit import run_audit
+    from masksynth.privacy.audit import run_audit  # start-up cost
 
     config = AuditConfig(
         holdout=_names(holdout),
@@ -353,15 +376,12 @@ def audit(
 def gan_metrics(
     synth_dir: Annotated[Path, typer.Argument(help="Synthetic ImageFolder (from 'sample').")],
     real: Annotated[Path, typer.Option(help="Prepared folder holding the real images.")],
-    split: Annotated[str, typer.Option(help="Real split to compare with.")] = "test",
+    split: Annotated[str, typer.Option(help="Real split to compare with.")] = TEST,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
 ) -> None:
-    """FID, KID and precision/recall/density/coverage per class, offline Inception features."""
-    import json
-
-    from masksynth.device import pick_device
-    from masksynth.fileio import write_json
+    """KID, FID and precision/recall/density/coverage per class, offline Inception features."""
+    from masksynth.device import pick_device  # start-up cost
     from masksynth.metrics.gan_quality import gan_metrics as run
 
     result = run(synth_dir, real, split, pick_device(device))
@@ -384,11 +404,15 @@ def train_classifier(
             help="Train on the synthetic images alone (train-synthetic / test-real control)."
         ),
     ] = False,
-    arch: Annotated[str, typer.Option(help="resnet18 | efficientnet_lite0.")] = "resnet18",
+    arch: Annotated[
+        str, typer.Option(help="resnet18 | efficientnet_lite0.")
+    ] = ClassifierConfig.arch,
     weights: Annotated[
         str, typer.Option(help="imagenet (local cache only) | none | PATH of a state dict.")
-    ] = "none",
-    size: Annotated[int, typer.Option(help="Input size (a prepared cache size).")] = 64,
+    ] = ClassifierConfig.weights,
+    size: Annotated[
+        int, typer.Option(help="Input size (a prepared cache size).")
+    ] = ClassifierConfig.size,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = ClassifierConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = ClassifierConfig.batch_size,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, one-cycle).")] = (
@@ -396,14 +420,20 @@ def train_classifier(
     ),
     class_weights: Annotated[
         str, typer.Option(help="none | balanced (inverse class frequency in the loss).")
-    ] = "none",
-    augment: Annotated[bool, typer.Option(help="Classic augmentation (paper).")] = True,
-    seed: Annotated[int, typer.Option(help="Seed of weights, order and augmentation.")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16.")] = "auto",
+    ] = ClassifierConfig.class_weights,
+    augment: Annotated[
+        bool, typer.Option(help="Classic augmentation (paper).")
+    ] = ClassifierConfig.augment,
+    seed: Annotated[
+        int, typer.Option(help="Seed of weights, order and augmentation.")
+    ] = ClassifierConfig.seed,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = ClassifierConfig.device,
+    precision: Annotated[
+        str, typer.Option(help="auto | fp32 | bf16.")
+    ] = ClassifierConfig.precision,
 ) -> None:
     """Train the mask classifier (ResNet18 as in the paper) and select it on the val split."""
-    from masksynth.classify.train import train_classifier as run
+    from masksynth.classify.train import train_classifier as run  # start-up cost
 
     config = ClassifierConfig(
         arch=arch,
@@ -435,7 +465,7 @@ def evaluate(
         Path,
         typer.Argument(help="A raw ImageFolder of photos, or a prepared folder (see --split)."),
     ],
-    split: Annotated[str, typer.Option(help="Split of a prepared folder.")] = "test",
+    split: Annotated[str, typer.Option(help="Split of a prepared folder.")] = TEST,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here.")] = None,
     sheet: Annotated[
         Path | None,
@@ -447,10 +477,7 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
 ) -> None:
     """Sensitivity, specificity, accuracy... with Wilson 95 % intervals, on real photos."""
-    import json
-
-    from masksynth.classify.evaluate import evaluate as run
-    from masksynth.fileio import write_json
+    from masksynth.classify.evaluate import evaluate as run  # start-up cost
 
     if sheet is None:
         sheet = (json_out.parent if json_out else Path(".")) / "misclassified.png"
@@ -466,7 +493,9 @@ def evaluate(
 def experiment(
     data_dir: Annotated[Path, typer.Argument(help="Raw ImageFolder of real photos.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (RUN).")],
-    preset: Annotated[str, typer.Option(help="quick (~20 min on 2 CPU cores) | paper.")] = "quick",
+    preset: Annotated[
+        str, typer.Option(help="quick (~20 min on 2 CPU cores) | paper.")
+    ] = ExperimentConfig.preset,
     seeds: Annotated[int | None, typer.Option(help="Classifier seeds per scenario.")] = None,
     synthetic_per_class: Annotated[
         int | None, typer.Option(help="Synthetic images per class added in scenario 2.")
@@ -508,8 +537,7 @@ def experiment(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
 ) -> None:
     """The paper's experiment end to end: real vs real+synthetic, several seeds, one report."""
-    from masksynth.config import experiment_config
-    from masksynth.experiment import run_experiment
+    from masksynth.experiment import run_experiment  # start-up cost
 
     config = experiment_config(
         preset,
@@ -538,7 +566,7 @@ def experiment(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and a non-zero exit code."""
-    from masksynth.distributed import teardown
+    from masksynth.distributed import teardown  # start-up cost: it imports torch
 
     command = typer.main.get_command(app)
     try:

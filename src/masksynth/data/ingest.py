@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+import signal
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +15,17 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from masksynth.config import TEST, TRAIN, VAL
 from masksynth.data.decode import RejectedImage, decode_image
 from masksynth.data.faces import FaceDetector, centre_square, square_around
 from masksynth.errors import MasksynthError
 
-SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {
-    "train": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "test": "test",
+    "train": TRAIN,
+    "val": VAL,
+    "valid": VAL,
+    "validation": VAL,
+    "test": TEST,
 }
 
 
@@ -58,7 +60,7 @@ def scan_image_folder(
     split_dirs = {
         _SPLIT_ALIASES[d.name.lower()]: d for d in top if d.name.lower() in _SPLIT_ALIASES
     }
-    preset = "train" in split_dirs and len(split_dirs) >= 2
+    preset = TRAIN in split_dirs and len(split_dirs) >= 2
     roots = [(split, d) for split, d in split_dirs.items()] if preset else [("", data_dir)]
     files: list[SourceFile] = []
     classes: set[str] = set()
@@ -181,3 +183,28 @@ def process_file(
         for size in options.sizes
     }
     return record, arrays
+
+
+def process_files(data_dir: Path, todo: list[SourceFile], options: IngestOptions, workers: int):
+    """(record, arrays) per file, decoded and face-cropped in `workers` processes, any order."""
+    if workers <= 1 or len(todo) < 8:
+        init_worker(options.face_threshold)
+        for source in todo:
+            yield process_file(data_dir, source, options)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(
+        workers, initializer=_init_pool_worker, initargs=(options.face_threshold,)
+    ) as pool:
+        tasks = [(data_dir, source, options) for source in todo]
+        yield from pool.imap_unordered(_process_star, tasks, chunksize=4)
+
+
+def _init_pool_worker(face_threshold: float) -> None:
+    # Ctrl-C is handled once, by the parent, which saves finished work and exits cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    init_worker(face_threshold)
+
+
+def _process_star(args: tuple) -> tuple[dict, dict | None]:
+    return process_file(*args)

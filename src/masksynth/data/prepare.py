@@ -5,37 +5,35 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
-import signal
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from masksynth.config import PrepareConfig
+from masksynth.config import SPLITS, TRAIN, VAL, PrepareConfig
 from masksynth.data import cache
 from masksynth.data.dedupe import UnionFind, exact_duplicate_groups, near_duplicate_pairs
 from masksynth.data.ingest import (
     IngestOptions,
     SourceFile,
-    init_worker,
-    process_file,
+    process_files,
     scan_image_folder,
 )
+from masksynth.data.report import write_prepare_report
 from masksynth.data.split import (
-    SPLITS,
+    AUTO,
+    NONE,
     assign_splits,
     compile_group_regex,
-    detect_person_key,
     group_key,
+    resolve_grouping,
 )
 from masksynth.data.store import ItemStore
 from masksynth.errors import MasksynthError
 from masksynth.fileio import read_json, write_csv, write_json
+from masksynth.progress import progress
 from masksynth.provenance import digest
 from masksynth.runinfo import run_record
 
@@ -130,8 +128,6 @@ def prepare(data_dir: str | Path, out_dir: str | Path, config: PrepareConfig) ->
         "seconds": round(time.perf_counter() - started, 1),
         **run_record(),
     }
-    from masksynth.report.prepare_report import write_prepare_report
-
     write_prepare_report(out_dir, rows, images, meta, duplicates, near_groups, cross_class_near)
     write_json(out_dir / "prepare.json", meta)
     empty = [c for c in classes if counts["usable"].get(c, 0) == 0]
@@ -161,28 +157,6 @@ def _refuse_output_inside(data_dir: Path, out_dir: Path) -> None:
             f"--out {out_dir} is inside the data folder {data_dir}: its files would be read "
             "as photos next time; choose a folder outside it"
         )
-
-
-AUTO, NONE = "auto", "none"
-
-
-def resolve_grouping(option: str | None, names: list[str]) -> dict:
-    """Which regex groups files into people: given, detected from the names, or none."""
-    if option in (None, NONE):
-        return {"source": "none", "pattern": None}
-    if option != AUTO:
-        return {"source": "given", "pattern": option}
-    pattern, stats = detect_person_key(names)
-    if pattern is None:
-        return {"source": "auto: no person key found in the file names", "pattern": None, **stats}
-    log.info(
-        "person key detected in %d of %d file names (%d people): %s",
-        stats["matched"],
-        stats["of"],
-        stats["keys"],
-        pattern,
-    )
-    return {"source": "auto-detected", **stats}
 
 
 def _listing_fingerprint(config: PrepareConfig, files: list[SourceFile], data_dir: Path) -> str:
@@ -242,7 +216,7 @@ def _process_all(
     stat = {s.relpath: s for s in files}
     if todo:
         workers = workers or len(os.sched_getaffinity(0))
-        bar = tqdm(total=len(todo), desc="prepare", unit="img", dynamic_ncols=True)
+        bar = progress(len(todo), "prepare", "img")
         try:
             for record, arrays in process_files(data_dir, todo, options, workers):
                 source = stat[record["source"]]
@@ -262,31 +236,6 @@ def _process_all(
             ]
         )
     return results
-
-
-def process_files(data_dir: Path, todo: list[SourceFile], options: IngestOptions, workers: int):
-    """(record, arrays) per file, decoded and face-cropped in `workers` processes, any order."""
-    if workers <= 1 or len(todo) < 8:
-        init_worker(options.face_threshold)
-        for source in todo:
-            yield process_file(data_dir, source, options)
-        return
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(
-        workers, initializer=_init_pool_worker, initargs=(options.face_threshold,)
-    ) as pool:
-        tasks = [(data_dir, source, options) for source in todo]
-        yield from pool.imap_unordered(_process_star, tasks, chunksize=4)
-
-
-def _init_pool_worker(face_threshold: float) -> None:
-    # Ctrl-C is handled once, by the parent, which saves finished work and exits cleanly.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    init_worker(face_threshold)
-
-
-def _process_star(args: tuple) -> tuple[dict, dict | None]:
-    return process_file(*args)
 
 
 def _row(source: SourceFile, result: tuple[dict, dict | None] | None) -> dict:
@@ -388,10 +337,10 @@ def _assign_splits(
     for row in rows:
         if row["status"] == "ok":
             row["split"] = row["preset_split"]
-    has_val = any(row.get("split") == "val" for row in rows)
+    has_val = any(row.get("split") == VAL for row in rows)
     if not has_val and config.split[1] > 0:
         # The folder brought train/test only: carve val out of train, groups kept whole.
-        train_groups = [[i for i in g if rows[i]["split"] == "train"] for g in groups]
+        train_groups = [[i for i in g if rows[i]["split"] == TRAIN] for g in groups]
         train_groups = [g for g in train_groups if g]
         order = [i for g in train_groups for i in g]
         local = {i: k for k, i in enumerate(order)}
@@ -449,7 +398,3 @@ def _write_outputs(
         ),
     }
 
-
-def with_overrides(config: PrepareConfig, **changes) -> PrepareConfig:
-    """A copy of `config` with the options a user actually passed."""
-    return replace(config, **{k: v for k, v in changes.items() if v is not None})

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from collections import Counter
 
+from masksynth.config import SPLITS
 from masksynth.errors import MasksynthError
 
-SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 
 
 def parse_fractions(text: str) -> tuple[float, float, float]:
@@ -127,3 +129,25 @@ def assign_splits(
         for i in groups[g]:
             result[i] = best
     return result
+
+
+AUTO, NONE = "auto", "none"
+
+
+def resolve_grouping(option: str | None, names: list[str]) -> dict:
+    """Which regex groups files into people: given, detected from the names, or none."""
+    if option in (None, NONE):
+        return {"source": "none", "pattern": None}
+    if option != AUTO:
+        return {"source": "given", "pattern": option}
+    pattern, stats = detect_person_key(names)
+    if pattern is None:
+        return {"source": "auto: no person key found in the file names", "pattern": None, **stats}
+    log.info(
+        "person key detected in %d of %d file names (%d people): %s",
+        stats["matched"],
+        stats["of"],
+        stats["keys"],
+        pattern,
+    )
+    return {"source": "auto-detected", **stats}

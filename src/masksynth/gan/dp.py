@@ -9,8 +9,8 @@ charges the step once. Noise is not added a second time for the fakes (Opacus is
 and one real image still moves the sum by at most C. The fakes are clipped too because an
 unclipped fake gradient (norm ~20 at the start on the dev set) swamped the clipped real
 ones (<= 1): D called everything fake and the generator collapsed at epsilon 10 (Opacus
-PR #494 reports the same). Per-class units learn from disjoint images, so the run's
-epsilon is the largest unit's (parallel composition).
+PR #494 reports the same). Per-class pairs learn from disjoint images, so the run's
+epsilon is the largest pair's (parallel composition).
 
 Not covered: the training logs (losses and D(x) on real batches), which are not released.
 """
@@ -18,10 +18,12 @@ Not covered: the training logs (losses and D(x) on real batches), which are not 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import warnings
 
 import torch
+import torch.nn.functional as F
 from opacus import GradSampleModule
 from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
@@ -30,6 +32,10 @@ from torch import nn
 
 from masksynth.config import GanConfig
 from masksynth.errors import MasksynthError
+from masksynth.gan.loss import Objective
+from masksynth.gan.pair import GanPair
+
+log = logging.getLogger(__name__)
 
 # Real images need no input gradient; PyTorch warns that the first layer's hook sees none.
 warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients")
@@ -134,29 +140,120 @@ class PrivateD:
         }
 
 
-def attach(units: list, config: GanConfig, n_train: int, saved: dict | None = None) -> float:
-    """Make each unit's D private (sets `unit.dp`) and return delta.
+class PrivateObjective(Objective):
+    """The paper's loss with DP-SGD on every pair's D (see the module's docstring)."""
 
-    A new run plans its steps from --epochs and picks each unit's noise so that the plan
-    spends exactly the target epsilon; a resumed run keeps its saved plan and accounting.
-    """
-    if saved is not None:
-        delta, plans = saved["delta"], saved["units"]
-    else:
-        delta = config.dp_delta or 1.0 / (10 * n_train)
-        per_epoch = max(math.ceil(len(u.indices) / config.batch_size) for u in units)
-        plans = {
-            u.name: _plan(config, len(u.indices), config.epochs * per_epoch, delta) for u in units
+    def __init__(
+        self, pairs: list[GanPair], config: GanConfig, n_train: int, saved: dict | None = None
+    ) -> None:
+        """A new run plans its steps from --epochs and picks each pair's noise so that the
+        plan spends exactly the target epsilon; a resumed run keeps its saved plan."""
+        self.config = config
+        if saved is not None:
+            self.delta, plans = saved["delta"], saved["units"]
+        else:
+            self.delta = config.dp_delta or 1.0 / (10 * n_train)
+            per_epoch = max(math.ceil(len(p.indices) / config.batch_size) for p in pairs)
+            steps = config.epochs * per_epoch
+            plans = {p.name: _plan(config, len(p.indices), steps, self.delta) for p in pairs}
+        self.private = {
+            p.name: PrivateD(
+                p.D,
+                p.opt_d,
+                max_grad_norm=config.dp_max_grad_norm,
+                batch_size=config.batch_size,
+                **plans[p.name],
+            )
+            for p in pairs
         }
-    for unit in units:
-        unit.dp = PrivateD(
-            unit.D,
-            unit.opt_d,
-            max_grad_norm=config.dp_max_grad_norm,
-            batch_size=config.batch_size,
-            **plans[unit.name],
+
+    def batch(self, pair, order, step, batch_size, ranks):
+        """Every pair steps, on a Poisson sample (what the accountant assumes)."""
+        batch = self.private[pair.name].sample(pair.indices)
+        return batch, len(batch)
+
+    def fakes(self, pair, n_real, labels, n_classes):
+        # The fake batch must not depend on the private one: fixed size, random classes.
+        n_fake = self.config.batch_size
+        if labels is None:
+            return n_fake, None
+        return n_fake, torch.randint(n_classes, (n_fake,), device=labels.device)
+
+    def discriminator_step(self, pair, real, labels, fake, fake_labels, augment, autocast):
+        """Real and fake images in one hooked pass, all clipped, noised once."""
+        private = self.private[pair.name]
+        private.optimizer.zero_grad(set_to_none=True)
+        n_real = len(real)
+        images = torch.cat([augment(real), augment(fake.detach())])
+        both = None if labels is None else torch.cat([labels, fake_labels])
+        with autocast:
+            logits = pair.D(images.contiguous(memory_format=torch.channels_last), both).float()
+        targets = torch.cat([torch.ones(n_real), torch.zeros(len(fake))]).to(logits.device)
+        # A sum: the DP optimiser divides the noised sum by the expected batch size.
+        F.binary_cross_entropy_with_logits(logits, targets, reduction="sum").backward()
+        private.step()
+        d_real, d_fake = logits[:n_real].detach(), logits[n_real:].detach()
+        loss = F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        if n_real:
+            loss = loss + F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+        return loss, d_real, d_fake
+
+    def generator_pass(self, pair):
+        return self.private[pair.name].generator_pass()
+
+    def epsilon(self) -> float:
+        """The run's spent epsilon: the largest pair's (pairs learn from disjoint images)."""
+        return max(p.epsilon(self.delta) for p in self.private.values())
+
+    def stop_reason(self) -> str | None:
+        """A DP run stops at the end of its plan: one more step would exceed the target."""
+        if all(p.steps < p.planned_steps for p in self.private.values()):
+            return None
+        log.warning(
+            "privacy budget spent (epsilon %.3f of %g after %d steps): stopping here, "
+            "checkpoint saved; a DP run cannot train past the --epochs it was planned with",
+            self.epsilon(),
+            self.config.dp_epsilon,
+            max(p.steps for p in self.private.values()),
         )
-    return delta
+        return "privacy budget"
+
+    def log_fields(self, pair):
+        return {"epsilon": round(self.private[pair.name].epsilon(self.delta), 4)}
+
+    def progress(self) -> str:
+        return f" | eps {self.epsilon():.2f}/{self.config.dp_epsilon:g}"
+
+    def checkpoint_state(self) -> dict:
+        return {"dp": self.record(history=True)}
+
+    def record(self, history: bool = False) -> dict:
+        """The run's DP settings and spent epsilon, for gan.json and logs; with `history`,
+        every pair's plan and accountant history too (for the checkpoint)."""
+        spent = {name: p.epsilon(self.delta) for name, p in self.private.items()}
+        worst = self.private[max(spent, key=spent.get)]
+        result = {
+            "epsilon": max(spent.values()),
+            "target_epsilon": self.config.dp_epsilon,
+            "delta": self.delta,
+            "noise_multiplier": worst.noise_multiplier,
+            "max_grad_norm": self.config.dp_max_grad_norm,
+            "sample_rate": worst.sample_rate,
+            "steps": worst.steps,
+            "planned_steps": worst.planned_steps,
+        }
+        if history:
+            result["units"] = {name: p.state() for name, p in self.private.items()}
+        elif len(self.private) > 1:
+            result["units"] = {
+                name: {
+                    "epsilon": spent[name],
+                    "noise_multiplier": p.noise_multiplier,
+                    "sample_rate": p.sample_rate,
+                }
+                for name, p in self.private.items()
+            }
+        return result
 
 
 def _plan(config: GanConfig, n_images: int, steps: int, delta: float) -> dict:
@@ -171,34 +268,3 @@ def _plan(config: GanConfig, n_images: int, steps: int, delta: float) -> dict:
             accountant="rdp",
         )
     return {"sample_rate": sample_rate, "noise_multiplier": sigma, "planned_steps": steps}
-
-
-def record(units: list, config: GanConfig, delta: float, history: bool = False) -> dict:
-    """The run's DP settings and spent epsilon (the largest unit's), for gan.json and logs.
-
-    With `history`, every unit's plan and accountant history too (for the checkpoint).
-    """
-    spent = {u.name: u.dp.epsilon(delta) for u in units}
-    worst = max(units, key=lambda u: spent[u.name])
-    result = {
-        "epsilon": spent[worst.name],
-        "target_epsilon": config.dp_epsilon,
-        "delta": delta,
-        "noise_multiplier": worst.dp.noise_multiplier,
-        "max_grad_norm": config.dp_max_grad_norm,
-        "sample_rate": worst.dp.sample_rate,
-        "steps": worst.dp.steps,
-        "planned_steps": worst.dp.planned_steps,
-    }
-    if history:
-        result["units"] = {u.name: u.dp.state() for u in units}
-    elif len(units) > 1:
-        result["units"] = {
-            u.name: {
-                "epsilon": spent[u.name],
-                "noise_multiplier": u.dp.noise_multiplier,
-                "sample_rate": u.dp.sample_rate,
-            }
-            for u in units
-        }
-    return result

@@ -6,6 +6,8 @@ import torch
 
 from masksynth.seeds import LATENTS, derive_seed
 
+EVALUATION_SEED = 10_007  # the latents quality is measured on, apart from any `sample` seed
+
 
 def latents(seed: int, class_index: int, count: int, z_dim: int) -> torch.Tensor:
     """The latent block of one class for one seed: latent i is always the same vector."""

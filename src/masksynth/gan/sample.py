@@ -5,6 +5,10 @@ Image i of class c is G(z_i) where z_i is row i of the latent block drawn from
 image can be regenerated bit for bit on the same machine. The EMA generator is used when
 the run has one. Generation is in fp32 and eval mode, so an image does not depend on the
 other images of its batch.
+
+A `Screen` (e.g. privacy.release's filter) may turn candidates away: further latents are
+drawn until n_per_class pass. The GAN side knows nothing of why; it records what the screen
+says and what it dropped.
 """
 
 from __future__ import annotations
@@ -15,24 +19,24 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
-from masksynth.config import AuditConfig, GanConfig
-from masksynth.data.cache import read_prepared
 from masksynth.data.synthetic import MANIFEST, SAMPLE_RECORD, listed_files
 from masksynth.device import pick_device
 from masksynth.errors import MasksynthError
 from masksynth.fileio import file_sha256, read_json, write_csv, write_json
-from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
+from masksynth.gan.checkpoint import checkpoint_path
 from masksynth.gan.generate import generate, latents
-from masksynth.gan.train import build_generator
+from masksynth.gan.load import load_generators
+from masksynth.progress import progress
 from masksynth.provenance import changes, digest
 from masksynth.runinfo import run_record
-from masksynth.torchio import load_weights
 
 log = logging.getLogger(__name__)
 MANIFEST_FIELDS = (
@@ -46,32 +50,24 @@ MANIFEST_FIELDS = (
     "checkpoint_sha256",
     "epoch",
 )
-DROPPED_FIELDS = (
-    *MANIFEST_FIELDS[2:],
-    "reason",
-    "identity_cosine",
-    "pixel_distance",
-    "pixel_ratio",
-    "nearest_train",
-)
 
 
-def load_generators(run_dir: Path, device: torch.device) -> tuple[dict, dict[int, tuple]]:
-    """The checkpoint state and, per class index, (generator, conditional?, which weights)."""
-    path = checkpoint_path(run_dir)
-    state = load_checkpoint(path, "cpu")
-    config = GanConfig.from_dict(state["config"])
-    classes = state["classes"]
-    generators = {}
-    for name, class_index in state["unit_classes"].items():
-        saved = state["units"][name]
-        which = "G_ema" if "G_ema" in saved else "G"
-        G = build_generator(config, len(classes))
-        load_weights(G, saved.get(which), path, f"GAN checkpoint's {which} of {name!r}")
-        G.to(device).eval()
-        for k in range(len(classes)) if class_index is None else [class_index]:
-            generators[k] = (G, class_index is None, which)
-    return state, generators
+class Checks(Protocol):
+    def check(self, images: torch.Tensor, class_index: int) -> list[dict]:
+        """Per image: a dict with 'reason' ('' or missing = keep) and any details."""
+
+    def settings(self) -> dict:
+        """What it decided with (thresholds...), for sample.json."""
+
+
+@dataclass(frozen=True)
+class Screen:
+    """A choice among candidate images made outside the GAN."""
+
+    name: str  # its record's key in sample.json, e.g. 'privacy_filter'
+    inputs: dict  # what decides its choices: part of the sample's inputs, checked before reuse
+    build: Callable[[], Checks]  # called only when a sample is drawn
+    fields: tuple[str, ...] = ()  # the detail columns of dropped.csv
 
 
 def sample(
@@ -80,16 +76,15 @@ def sample(
     n_per_class: int,
     seed: int = 0,
     device: str = "auto",
-    privacy_filter: bool = False,
-    prep_dir: str | Path | None = None,
+    screen: Screen | None = None,
     max_candidates: int = 10,
 ) -> dict:
     """Write n_per_class PNGs per class and manifest.csv; reuse an identical earlier sample.
 
     The sample is written into a temporary folder beside `out_dir` and renamed into place,
-    so `out_dir` only ever holds one complete sample. `privacy_filter`: drop images too close
-    to a training photo (see privacy.release_filter) and draw further latents until
-    n_per_class pass, at most max_candidates x n_per_class.
+    so `out_dir` only ever holds one complete sample. With a `screen`, candidates it turns
+    away are dropped and further latents drawn until n_per_class pass, at most
+    max_candidates x n_per_class.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if n_per_class < 1:
@@ -102,15 +97,8 @@ def sample(
         "checkpoint_sha256": file_sha256(ckpt),
         "seed": seed,
         "n_per_class": n_per_class,
-        "privacy_filter": None,
+        "screen": None if screen is None else {screen.name: screen.inputs, "max": max_candidates},
     }
-    if privacy_filter:
-        prep_dir = _filter_prep_dir(run_dir, prep_dir)
-        inputs["privacy_filter"] = {
-            "prepared": read_prepared(prep_dir)["fingerprint"],
-            "settings": _filter_settings(AuditConfig()),
-            "max_candidates": max_candidates,
-        }
     previous = _read_record(out_dir)
     if previous:
         why = changes(previous.get("inputs"), inputs)
@@ -121,15 +109,13 @@ def sample(
 
     torch_device = pick_device(device)
     state, generators = load_generators(run_dir, torch_device)
-    release_filter = _release_filter(prep_dir) if privacy_filter else None
+    checks = screen.build() if screen is not None else None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out_dir)
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
-        rows, dropped = _draw(
-            work, state, generators, inputs, release_filter, max_candidates, torch_device
-        )
-        meta = _write_records(work, run_dir, state, inputs, rows, dropped, release_filter)
+        rows, dropped = _draw(work, state, generators, inputs, checks, max_candidates, torch_device)
+        meta = _write_records(work, run_dir, state, inputs, rows, dropped, screen, checks)
         os.sync()  # every file is on disk before the folder appears under its name
         _swap_into_place(work, out_dir)
     except BaseException:
@@ -138,8 +124,8 @@ def sample(
     return meta
 
 
-def _draw(work, state, generators, inputs, release_filter, max_candidates, device):
-    """Generate (and filter) the images into `work`; the manifest rows and dropped rows."""
+def _draw(work, state, generators, inputs, checks, max_candidates, device):
+    """Generate (and screen) the images into `work`; the manifest rows and dropped rows."""
     classes, z_dim, seed = state["classes"], state["config"]["z_dim"], inputs["seed"]
     n_per_class = inputs["n_per_class"]
     rows, dropped = [], []
@@ -147,21 +133,22 @@ def _draw(work, state, generators, inputs, release_filter, max_candidates, devic
         G, conditional, which = generators[k]
         (work / name).mkdir()
         kept, tried = 0, 0
-        bar = tqdm(total=n_per_class, desc=f"sample {name}", unit="img", dynamic_ncols=True)
+        bar = progress(n_per_class, f"sample {name}", "img")
         while kept < n_per_class:
             if tried >= max_candidates * n_per_class:
                 raise MasksynthError(
-                    f"only {kept} of {n_per_class} {name} images passed the privacy filter "
-                    f"after {tried} candidates: the GAN reproduces its training photos; "
-                    "audit it (masksynth audit) or train it differently"
+                    f"only {kept} of {n_per_class} {name} images passed the screen "
+                    f"({next(iter(inputs['screen']))}) after {tried} candidates: the GAN "
+                    "reproduces its training photos; audit it (masksynth audit) or train it "
+                    "differently"
                 )
             # latent i is row i of the class's latent block, however many are drawn
-            count = (n_per_class - kept) if release_filter is None else n_per_class
+            count = (n_per_class - kept) if checks is None else n_per_class
             z = latents(seed, k, tried + count, z_dim)[tried:]
             labels = torch.full((count,), k) if conditional else None
             images = generate(G, z, labels, device)
-            checks = release_filter.check(images, k) if release_filter else [{}] * count
-            for j, (image, check) in enumerate(zip(images, checks, strict=True)):
+            verdicts = checks.check(images, k) if checks is not None else [{}] * count
+            for j, (image, check) in enumerate(zip(images, verdicts, strict=True)):
                 record = {
                     "label": name,
                     "class_index": k,
@@ -186,24 +173,27 @@ def _draw(work, state, generators, inputs, release_filter, max_candidates, devic
     return rows, dropped
 
 
-def _write_records(work, run_dir, state, inputs, rows, dropped, release_filter) -> dict:
+def _write_records(work, run_dir, state, inputs, rows, dropped, screen, checks) -> dict:
     classes = state["classes"]
     write_csv(work / MANIFEST, MANIFEST_FIELDS, rows)
-    filter_info: dict = {"on": release_filter is not None}
-    if release_filter is not None:
-        write_csv(work / "dropped.csv", DROPPED_FIELDS, dropped)
-        filter_info.update(
-            release_filter.settings(),
-            dropped={c: sum(d["label"] == c for d in dropped) for c in classes},
-            candidates={c: sum(r["label"] == c for r in rows + dropped) for c in classes},
-        )
+    screened = {}
+    if screen is not None:
+        write_csv(work / "dropped.csv", (*MANIFEST_FIELDS[2:], "reason", *screen.fields), dropped)
+        info = {
+            "on": True,
+            **checks.settings(),
+            "dropped": {c: sum(d["label"] == c for d in dropped) for c in classes},
+            "candidates": {c: sum(r["label"] == c for r in rows + dropped) for c in classes},
+        }
         for c in classes:
             log.info(
-                "privacy filter: %s kept %d of %d candidates",
+                "%s: %s kept %d of %d candidates",
+                screen.name,
                 c,
                 inputs["n_per_class"],
-                filter_info["candidates"][c],
+                info["candidates"][c],
             )
+        screened = {screen.name: info}
     meta = {
         "stage": "sample",
         # the sample's identity: every later stage records it and checks it before reuse
@@ -219,7 +209,7 @@ def _write_records(work, run_dir, state, inputs, rows, dropped, release_filter) 
         "n_per_class": inputs["n_per_class"],
         "classes": classes,
         "files": [r["file"] for r in rows],
-        "privacy_filter": filter_info,
+        **screened,
         **run_record(),
     }
     write_json(work / SAMPLE_RECORD, meta)
@@ -270,38 +260,6 @@ def _swap_into_place(work: Path, out_dir: Path) -> None:
     os.replace(work, out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _filter_prep_dir(run_dir: Path, prep_dir: str | Path | None) -> Path:
-    """The prepared folder the GAN learned from: the filter compares with its train split."""
-    gan = read_json(run_dir / "gan.json") if (run_dir / "gan.json").is_file() else {}
-    if prep_dir is None:
-        prep_dir = gan.get("prep_dir")
-        if not prep_dir or not Path(prep_dir).is_dir():
-            raise MasksynthError(
-                f"--privacy-filter needs the GAN's prepared folder: {run_dir}/gan.json does not "
-                "name one that exists; pass --prep PREP_DIR"
-            )
-    prep_dir = Path(prep_dir)
-    trained_on = gan.get("prep_fingerprint")
-    now = read_prepared(prep_dir)["fingerprint"]
-    if trained_on and trained_on != now:
-        raise MasksynthError(
-            f"the GAN in {run_dir} learned from prepared data {trained_on}, but {prep_dir} is "
-            f"{now}: the filter must compare with the GAN's own training photos"
-        )
-    return prep_dir
-
-
-def _filter_settings(config: AuditConfig) -> dict:
-    keys = ("filter_holdout", "near_copy_quantile", "identity_far", "matchers")
-    return {k: config.to_dict()[k] for k in keys}
-
-
-def _release_filter(prep_dir: Path):
-    from masksynth.privacy.release_filter import build_filter
-
-    return build_filter(prep_dir, AuditConfig())
 
 
 def _write_png(path: Path, image: torch.Tensor) -> str:

@@ -18,6 +18,7 @@ import torch
 from prdc import compute_prdc
 from torchmetrics.image.kid import poly_mmd
 
+from masksynth.config import TEST
 from masksynth.data import load_split
 from masksynth.data.synthetic import load_synthetic
 from masksynth.errors import MasksynthError
@@ -106,18 +107,15 @@ def real_features(
     return {name: features[labels == k] for k, name in enumerate(data.class_names)}
 
 
-def evaluate_generators(prep_dir: Path, split: str, n: int, units, device) -> dict[str, dict]:
-    """Quality of the live generators of a training run (n fakes per class)."""
-    from masksynth.gan.generate import generate, latents
-    from masksynth.gan.train import sampling_generator
-
+def generator_quality(
+    prep_dir: Path, split: str, n: int, sample, device: torch.device | str = "cpu"
+) -> dict[str, dict]:
+    """Quality of a generator against a real split: `sample(class index, n)` gives n uint8
+    images of a class (e.g. a training run's EMA generator on fixed latents)."""
     reals = real_features(prep_dir, split, 64, device)
     scores = {}
     for k, name in enumerate(reals):
-        unit = next(u for u in units if u.class_index in (None, k))
-        z = latents(10_007, k, n, unit.G.z_dim)  # a fixed evaluation seed, apart from sampling
-        labels = torch.full((n,), k) if unit.class_index is None else None
-        fakes = generate(sampling_generator(unit), z, labels, device)
+        fakes = sample(k, n)
         scores[name] = quality(reals[name], extract_features(fakes, device).numpy())
         log.info(
             "%s vs real %s (%d fakes): KID %.4f, FID %s",
@@ -133,7 +131,7 @@ def evaluate_generators(prep_dir: Path, split: str, n: int, units, device) -> di
 def gan_metrics(
     synth_dir: str | Path,
     prep_dir: str | Path,
-    split: str = "test",
+    split: str = TEST,
     device: torch.device | str = "cpu",
 ) -> dict:
     """FID/KID/PRDC of every class folder of `synth_dir` against the real `split`, at 64 px."""

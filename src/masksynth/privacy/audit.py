@@ -23,6 +23,7 @@ from masksynth.fileio import write_json
 from masksynth.gan.checkpoint import checkpoint_path
 from masksynth.privacy.decide import ORDER, worst
 from masksynth.privacy.measures import PRIVACY, REGISTRY
+from masksynth.privacy.report import write_audit_report
 from masksynth.privacy.sets import AuditSets, gan_behind, load_sets
 from masksynth.runinfo import run_record
 
@@ -92,8 +93,6 @@ def run_audit(
         **run_record(),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    from masksynth.report.audit_report import write_audit_report
-
     write_audit_report(out_dir, result, sets)
     result["seconds"] = round(time.perf_counter() - start, 1)
     write_json(out_dir / "audit.json", result)

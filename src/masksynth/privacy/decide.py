@@ -8,7 +8,7 @@ report beside each value.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import binomtest, fisher_exact
+from scipy.stats import fisher_exact
 from sklearn.metrics import roc_auc_score
 
 FAIL_P, WARN_P = 0.001, 0.01
@@ -43,21 +43,6 @@ def excess_rate(k: int, n: int, k_base: int, n_base: int, margin: float) -> dict
         "p_value": p,
         "n": n,
         "verdict": _grade(p, rate - base, margin),
-    }
-
-
-def excess_share(k: int, n: int, expected: float, margin: float) -> dict:
-    """Is the share k/n above its expected value under 'S is like H' (one-sided binomial)?"""
-    if n == 0:
-        return {"value": None, "verdict": "skipped", "reason": "no cases to count"}
-    p = float(binomtest(k, n, expected, "greater").pvalue)
-    return {
-        "value": round(k / n, 4),
-        "baseline": expected,
-        "threshold": round(expected + margin, 4),
-        "p_value": p,
-        "n": n,
-        "verdict": _grade(p, k / n - expected, margin),
     }
 
 

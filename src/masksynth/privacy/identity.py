@@ -20,10 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from masksynth.data.faces import SFACE_FILE, FaceDetector, model_path
 from masksynth.errors import MasksynthError
+from masksynth.progress import progress as progress_bar
 
 EMBEDDING_DIM = 128
 DLIB_LANDMARKS = "shape_predictor_5_face_landmarks.dat"
@@ -73,7 +73,7 @@ class _SFace:
 class _Dlib:
     def __init__(self) -> None:
         try:
-            import dlib
+            import dlib  # only for this matcher (--matchers sface works without it)
         except ImportError:
             raise MasksynthError(
                 "the dlib face matcher needs the pinned 'dlib-bin' package: pip install -e . "
@@ -107,12 +107,13 @@ class IdentityEmbedder:
     def embed(self, images: torch.Tensor, progress: bool = True) -> np.ndarray:
         """uint8 (N, 3, H, W) -> (N, 128); NaN rows where no face was found."""
         out = np.full((len(images), EMBEDDING_DIM), np.nan, dtype=np.float32)
-        shown = tqdm(images, desc=self.name, unit="img", leave=False, disable=not progress)
-        for i, image in enumerate(shown):
-            rgb = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
-            faces = self.detector.detect(rgb)
-            if faces:
-                out[i] = self.encode(rgb, faces[0])
+        with progress_bar(len(images), self.name, "img", quiet=not progress) as bar:
+            for i, image in enumerate(images):
+                rgb = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+                faces = self.detector.detect(rgb)
+                if faces:
+                    out[i] = self.encode(rgb, faces[0])
+                bar.update()
         return out
 
 
@@ -145,7 +146,7 @@ def embed_identities(images: torch.Tensor, workers: int = 0, name: str = "sface"
         multiprocessing.get_context("spawn").Pool(
             workers, initializer=_init_worker, initargs=(name,)
         ) as pool,
-        tqdm(total=len(images), desc=name, unit="img", leave=False) as bar,
+        progress_bar(len(images), name, "img") as bar,
     ):
         for result in pool.imap(_embed_chunk, chunks):
             out.append(result)

@@ -24,7 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from masksynth.config import AuditConfig
+from masksynth.data.cache import read_prepared
 from masksynth.errors import MasksynthError
+from masksynth.fileio import read_json
+from masksynth.gan.sample import Screen
 from masksynth.privacy.distances import distance_ratio, k_nearest, pixels
 from masksynth.privacy.identity import embed_identities, most_similar
 from masksynth.privacy.measures.dcr import copy_cuts, is_near_copy
@@ -126,3 +130,44 @@ def build_filter(prep_dir: str | Path, config) -> ReleaseFilter:
             )
             filt.identity_cut.setdefault(name, {})[k] = max(real.identity[name].threshold, usual)
     return filt
+
+
+DETAILS = ("identity_cosine", "pixel_distance", "pixel_ratio", "nearest_train")
+
+
+def release_screen(run_dir: str | Path, prep_dir: str | Path | None, max_candidates: int = 10):
+    """`gan.sample`'s screen for a privacy-filtered release of the GAN in `run_dir`.
+
+    Checks that `prep_dir` (default: the one gan.json names) holds the very photos the GAN
+    learned from; the filter itself is built only when a sample is drawn.
+    """
+    prep_dir = _gan_prep_dir(Path(run_dir), prep_dir)
+    config = AuditConfig()
+    keys = ("filter_holdout", "near_copy_quantile", "identity_far", "matchers")
+    inputs = {
+        "prepared": read_prepared(prep_dir)["fingerprint"],
+        "settings": {k: config.to_dict()[k] for k in keys},
+        "max_candidates": max_candidates,
+    }
+    return Screen("privacy_filter", inputs, lambda: build_filter(prep_dir, config), DETAILS)
+
+
+def _gan_prep_dir(run_dir: Path, prep_dir: str | Path | None) -> Path:
+    """The prepared folder the GAN learned from: the filter compares with its train split."""
+    gan = read_json(run_dir / "gan.json") if (run_dir / "gan.json").is_file() else {}
+    if prep_dir is None:
+        prep_dir = gan.get("prep_dir")
+        if not prep_dir or not Path(prep_dir).is_dir():
+            raise MasksynthError(
+                f"--privacy-filter needs the GAN's prepared folder: {run_dir}/gan.json does not "
+                "name one that exists; pass --prep PREP_DIR"
+            )
+    prep_dir = Path(prep_dir)
+    trained_on = gan.get("prep_fingerprint")
+    now = read_prepared(prep_dir)["fingerprint"]
+    if trained_on and trained_on != now:
+        raise MasksynthError(
+            f"the GAN in {run_dir} learned from prepared data {trained_on}, but {prep_dir} is "
+            f"{now}: the filter must compare with the GAN's own training photos"
+        )
+    return prep_dir

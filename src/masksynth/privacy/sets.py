@@ -21,16 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from masksynth.config import GanConfig
+from masksynth.config import TRAIN
 from masksynth.data import SplitData, load_split
 from masksynth.data.synthetic import load_synthetic, synthetic_files
 from masksynth.errors import MasksynthError
 from masksynth.fileio import file_sha256, read_csv, read_json
+from masksynth.gan.checkpoint import checkpoint_path
+from masksynth.gan.load import load_discriminators
 from masksynth.metrics.feature_cache import split_features
 from masksynth.metrics.inception import FEATURE_SPACE, extract_features
 from masksynth.privacy.distances import nearest, pixels
 from masksynth.privacy.identity import Matcher, embed_identities, matcher, similarities
-from masksynth.torchio import load_weights
 
 log = logging.getLogger(__name__)
 ROLES = ("synthetic", "train", "holdout")
@@ -84,7 +85,7 @@ def identity_space(name: str) -> str:
 
 def load_sets(synth_dir: Path, prep_dir: Path, config, device: torch.device) -> AuditSets:
     # The synthetic folder is read first: a bad file fails in seconds, not after the embeddings.
-    train = load_split(prep_dir, "train", IMAGE_SIZE)
+    train = load_split(prep_dir, TRAIN, IMAGE_SIZE)
     classes = train.class_names
     files = synthetic_files(synth_dir, classes)
     synth_images, synth_labels = load_synthetic(synth_dir, classes, IMAGE_SIZE)
@@ -148,7 +149,7 @@ def load_real(prep_dir: Path, config, holdout: tuple[str, ...], train=None) -> R
     The audit passes the test split as `holdout`, the release filter the val split: each
     calibrates its thresholds on its own held-out split only.
     """
-    train = train if train is not None else load_split(prep_dir, "train", IMAGE_SIZE)
+    train = train if train is not None else load_split(prep_dir, TRAIN, IMAGE_SIZE)
     held = [(split, load_split(prep_dir, split, IMAGE_SIZE)) for split in holdout]
     keys = person_keys(prep_dir)
     embeddings, identity = {}, {}
@@ -160,7 +161,7 @@ def load_real(prep_dir: Path, config, holdout: tuple[str, ...], train=None) -> R
             return embed_identities(x, config.workers, name)
 
         space = identity_space(name)
-        id_train = split_features(prep_dir, "train", space, embed)
+        id_train = split_features(prep_dir, TRAIN, space, embed)
         id_hold = [split_features(prep_dir, s, space, embed) for s, _ in held]
         embeddings[name] = (id_train, id_hold)
         sources = list(train.sources) + [src for _, d in held for src in d.sources]
@@ -288,9 +289,6 @@ def membership_scorer(gan: dict, device: torch.device, seed: int):
     train mode (on a copy, whose running statistics are thrown away). Eval mode would score
     with running averages that D never used on its decisions.
     """
-    from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
-    from masksynth.gan.train import build_discriminator
-
     path = checkpoint_path(Path(gan["run_dir"])) if gan.get("run_dir") else None
     if path is None or not path.is_file():
         if path is not None:
@@ -299,14 +297,7 @@ def membership_scorer(gan: dict, device: torch.device, seed: int):
     if gan.get("checkpoint_sha256") and file_sha256(path) != gan["checkpoint_sha256"]:
         log.warning("%s changed since the sample was drawn: no white-box attack", path)
         return None
-    state = load_checkpoint(path)
-    config = GanConfig.from_dict(state["config"])
-    discriminators = {}
-    for unit, class_index in state["unit_classes"].items():
-        D = build_discriminator(config, len(state["classes"]))
-        load_weights(D, state["units"][unit].get("D"), path, f"GAN checkpoint's D of {unit!r}")
-        for k in range(len(state["classes"])) if class_index is None else [class_index]:
-            discriminators[k] = (D.to(device), class_index is None)
+    config, discriminators = load_discriminators(path.parent, device)
 
     @torch.no_grad()
     def score(members: torch.Tensor, others: torch.Tensor, class_index: int):

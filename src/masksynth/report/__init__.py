@@ -1,1 +1,1 @@
-"""Human-readable outputs: markdown reports and image grids."""
+"""The experiment's report: the paper's tables, statistics and figures from `results.json`."""

@@ -8,9 +8,9 @@ from masksynth.data.synthetic import load_synthetic
 from masksynth.fileio import write_text
 from masksynth.metrics.gan_quality import MIN_FID_FAKES
 from masksynth.metrics.inception import RESIZE
-from masksynth.report import plots
-from masksynth.report.document import Document
-from masksynth.report.sheets import save_grid
+from masksynth.render import plots
+from masksynth.render.document import Document
+from masksynth.render.sheets import save_grid
 
 PAPER = {  # the paper's Table 4 (without_mask positive), for orientation only
     "real": {"sensitivity": 0.7500, "specificity": 0.9821, "accuracy": 0.9372},  # 1104/1178

@@ -10,9 +10,9 @@ import torch
 from masksynth.fileio import write_text
 from masksynth.privacy.distances import nearest
 from masksynth.privacy.identity import most_similar
-from masksynth.report import plots
-from masksynth.report.document import Document
-from masksynth.report.sheets import save_grid
+from masksynth.render import plots
+from masksynth.render.document import Document
+from masksynth.render.sheets import save_grid
 
 PAIRS = 16
 

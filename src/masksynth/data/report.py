@@ -1,4 +1,8 @@
-"""report.md and contact sheets for a prepared folder: every quirk of the input, by name."""
+"""report.md and contact sheets for a prepared folder: every quirk of the input, by name.
+
+Over 400 lines on purpose: one short section function per kind of quirk, in the order the
+report shows them; split up, one report would be scattered over several files.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import numpy as np
 
 from masksynth.data.decode import TINY_SIDE
 from masksynth.fileio import write_text
-from masksynth.report.sheets import save_grid
+from masksynth.render.sheets import save_grid
 
 SHEET_COLUMNS = 8
 SHEET_SAMPLES = 64

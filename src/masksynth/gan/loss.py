@@ -1,0 +1,87 @@
+"""How a G/D pair learns in one step: the paper's non-saturating loss (BCE with logits).
+
+`Objective` is the training loop's one strategy object: which real images a step takes,
+how many fakes it makes, D's update and G's update. Differential privacy (`gan.dp`) is the
+same interface with Poisson batches and DP-SGD on D, so the loop has no DP branches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from masksynth.distributed import Ranks
+from masksynth.gan.pair import GanPair
+
+Augment = Callable[[torch.Tensor], torch.Tensor]  # DiffAugment with the run's policy
+
+
+class Objective:
+    """D: BCE of real vs fake logits; G: BCE of D(G(z)) against 'real' (non-saturating)."""
+
+    def batch(
+        self, pair: GanPair, order: torch.Tensor, step: int, batch_size: int, ranks: Ranks
+    ) -> tuple[torch.Tensor | None, int]:
+        """This process's rows of the pair's step-th batch of `order` (None: skip the step),
+        and how many images the whole batch holds."""
+        batch = order[step * batch_size : (step + 1) * batch_size]
+        if len(batch) < 2 * ranks.world:  # BatchNorm needs two samples on every rank
+            return None, 0
+        return ranks.shard(batch), len(batch)
+
+    def fakes(
+        self, pair: GanPair, n_real: int, labels: torch.Tensor | None, n_classes: int
+    ) -> tuple[int, torch.Tensor | None]:
+        """How many fakes the step makes, and their classes: as many as reals, alike."""
+        return n_real, labels
+
+    def discriminator_step(
+        self, pair, real, labels, fake, fake_labels, augment: Augment, autocast
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """D's update; returns its loss and the real and fake logits (for the logs)."""
+        with autocast:
+            d_real = pair.D_train(augment(real), labels).float()
+            d_fake = pair.D_train(augment(fake.detach()), fake_labels).float()
+            loss = F.binary_cross_entropy_with_logits(
+                d_real, torch.ones_like(d_real)
+            ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        pair.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        pair.opt_d.step()
+        return loss, d_real, d_fake
+
+    def generator_step(self, pair, fake, fake_labels, augment: Augment, autocast) -> torch.Tensor:
+        """G's update through D. It needs D's input gradient only: backward(inputs=G's
+        weights) skips D's weight gradients (a third of D's backward) and, under torchrun,
+        D's all-reduce."""
+        with self.generator_pass(pair):  # around the backward too: DP's hooks stay off
+            with autocast:
+                d_gen = pair.D(augment(fake), fake_labels).float()
+                loss = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+            pair.opt_g.zero_grad(set_to_none=True)
+            loss.backward(inputs=list(pair.G.parameters()))
+            pair.opt_g.step()
+        return loss
+
+    def generator_pass(self, pair: GanPair):
+        return contextlib.nullcontext()
+
+    # -- what a run records of its objective ------------------------------------------------
+    def stop_reason(self) -> str | None:
+        """Why training must stop before its planned end (None: it need not)."""
+        return None
+
+    def log_fields(self, pair: GanPair) -> dict:
+        return {}
+
+    def progress(self) -> str:
+        return ""
+
+    def checkpoint_state(self) -> dict:
+        return {}
+
+    def record(self) -> dict | None:
+        return None
