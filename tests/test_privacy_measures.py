@@ -96,3 +96,18 @@ def test_worst_verdict():
     assert worst(["pass", "warn", "skipped"]) == "warn"
     assert worst(["pass", "fail", "warn"]) == "fail"
     assert worst(["skipped"]) == "skipped"
+
+
+def test_the_interval_is_around_the_auc_with_ties_counted_half():
+    """The bootstrap resamples the AUC as Mann-Whitney's U over the pairs, which equals
+    sklearn's ROC-AUC (ties count half); the interval holds the AUC."""
+    from scipy.stats import mannwhitneyu
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    m, o = rng.integers(0, 5, 40).astype(float), rng.integers(0, 4, 60).astype(float)
+    auc = roc_auc_score(np.r_[np.ones(40), np.zeros(60)], np.r_[m, o])
+    assert mannwhitneyu(m, o).statistic / (40 * 60) == pytest.approx(auc)
+    result = attack_auc(m, o, 300, 0)
+    assert result["value"] == pytest.approx(auc, abs=1e-4)
+    assert result["ci95"][0] < result["value"] < result["ci95"][1]

@@ -397,4 +397,3 @@ def _write_outputs(
             Counter(row["label"] for row in rows if row["status"] == "ok" and row.get("face_score"))
         ),
     }
-

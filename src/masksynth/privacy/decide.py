@@ -8,8 +8,10 @@ report beside each value.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import fisher_exact
+from scipy.stats import fisher_exact, mannwhitneyu
 from sklearn.metrics import roc_auc_score
+
+from masksynth.metrics.stats import bootstrap
 
 FAIL_P, WARN_P = 0.001, 0.01
 AUC_FAIL = 0.6
@@ -51,16 +53,16 @@ def attack_auc(members: np.ndarray, others: np.ndarray, rounds: int, seed: int) 
 
     fail: AUC >= 0.6 and the interval excludes 0.5; warn: the interval excludes 0.5.
     """
-    y = np.r_[np.ones(len(members)), np.zeros(len(others))]
-    s = np.r_[members, others]
-    auc = float(roc_auc_score(y, s))
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(rounds):  # resample members and non-members separately (stratified)
-        m = members[rng.integers(0, len(members), len(members))]
-        o = others[rng.integers(0, len(others), len(others))]
-        boots.append(roc_auc_score(y, np.r_[m, o]))
-    low, high = np.quantile(boots, [0.025, 0.975])
+    members, others = np.asarray(members, float), np.asarray(others, float)
+    auc = float(
+        roc_auc_score(np.r_[np.ones(len(members)), np.zeros(len(others))], np.r_[members, others])
+    )
+
+    def auc_of(m, o, axis=-1):  # the AUC is Mann-Whitney's U over the number of pairs
+        return mannwhitneyu(m, o, axis=axis).statistic / (m.shape[axis] * o.shape[axis])
+
+    # members and non-members resampled each on its own (stratified)
+    low, high = bootstrap((members, others), auc_of, rounds, seed).confidence_interval
     verdict = "pass"
     if low > 0.5:
         verdict = "fail" if auc >= AUC_FAIL else "warn"
