@@ -52,7 +52,7 @@ def test_real_images_against_themselves_are_near_and_noise_is_far(tiny_prep, tmp
     result = gan_metrics(tmp_path / "same", tiny_prep, "test")
     noisy = gan_metrics(tmp_path / "noise", tiny_prep, "test")
     assert list(tiny_prep.glob(f"features/{FEATURE_SPACE}_test_64px*.npz"))  # real features cached
-    assert RESIZE in result["feature_space"]
+    assert RESIZE in result["feature_spaces"]["inception"]
     for name in test.class_names:
         near, far = result["classes"][name], noisy["classes"][name]
         # KID is unbiased: about 0 (slightly negative at n = 8) for one set against itself
@@ -60,6 +60,9 @@ def test_real_images_against_themselves_are_near_and_noise_is_far(tiny_prep, tmp
         assert near["coverage"] == 1.0 and near["n_real"] == near["n_fake"] == 8
         # FID is biased at small n: with 8 fakes it is not reported, and the record says why
         assert near["fid"] is None and str(MIN_FID_FAKES) in near["fid_note"]
+        # generated gradients hold no face: none is counted, and no face KID is made up
+        assert near["face_rate"] == near["face_rate_real"] == 0.0
+        assert near["sface_kid"] is None and "fewer than 2 faces" in near["sface_kid_note"]
 
 
 def test_features_and_fid_match_the_reference_fid_helper(tiny_prep):
@@ -87,3 +90,38 @@ def test_features_and_fid_match_the_reference_fid_helper(tiny_prep):
     helper.load_ref_stat_dict({"mu": a.mean(0), "sigma": np.cov(a, rowvar=False)})
     helper.load_eval_stat_dict({"mu": b.mean(0), "sigma": np.cov(b, rowvar=False)})
     assert fid(a, b) == pytest.approx(helper.compute_fid_score(), rel=1e-6)
+
+
+def test_real_faces_score_as_faces_in_the_face_space(real_data, tmp_path):
+    """Judged in SFace's face space: real test faces against themselves have the real face
+    rate and a face KID near 0; the same faces shuffled into noise have no face at all."""
+    import random
+    import shutil
+
+    from masksynth.config import PrepareConfig
+    from masksynth.data.prepare import prepare
+
+    rng = random.Random(2)
+    for label in ("with_mask", "without_mask"):
+        files = sorted(p for p in (real_data / label).iterdir() if p.suffix == ".jpg")
+        for path in rng.sample(files, 40):
+            (tmp_path / "raw" / label).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, tmp_path / "raw" / label / path.name)
+    prep = tmp_path / "prep"
+    prepare(tmp_path / "raw", prep, PrepareConfig(sizes=(64,), split=(0.4, 0.1, 0.5)))
+    test = load_split(prep, "test", 64)
+    same = {name: test.images[test.labels == k] for k, name in enumerate(test.class_names)}
+    _write_folder(tmp_path / "same", same)
+    generator = torch.Generator().manual_seed(0)
+    scrambled = {  # every image's pixels shuffled: the colours stay, the face goes
+        name: imgs.flatten(1)[:, torch.randperm(3 * 64 * 64, generator=generator)].view_as(imgs)
+        for name, imgs in same.items()
+    }
+    _write_folder(tmp_path / "scrambled", scrambled)
+    result = gan_metrics(tmp_path / "same", prep, "test")
+    noisy = gan_metrics(tmp_path / "scrambled", prep, "test")
+    for name in test.class_names:
+        near, far = result["classes"][name], noisy["classes"][name]
+        assert near["face_rate"] == near["face_rate_real"] > 0.6, near
+        assert abs(near["sface_kid"]) < 0.05, near
+        assert far["face_rate"] == 0.0 and far["sface_kid"] is None, far

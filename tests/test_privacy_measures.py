@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from masksynth.data.identity import most_similar
 from masksynth.privacy.decide import attack_auc, excess_rate, worst
 from masksynth.privacy.distances import k_nearest, nearest, pixels
-from masksynth.privacy.identity import most_similar
 from masksynth.privacy.measures.authenticity import identified, unauthentic
 from masksynth.privacy.measures.copying import c_t
 from masksynth.privacy.measures.dcr import copy_cuts, is_near_copy, near_copies

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from masksynth.config import AuditConfig
+from masksynth.data.identity import MATCHERS, feature_space
 from masksynth.privacy.audit import judge
 from masksynth.privacy.distances import pixels
-from masksynth.privacy.identity import MATCHERS
-from masksynth.privacy.sets import AuditSets, ClassSets, calibrate, identity_space
+from masksynth.privacy.sets import AuditSets, ClassSets, calibrate
 
 N = 80  # images per role and class
 PEOPLE = 20  # per class and role; each person has 4 photos
@@ -51,7 +51,7 @@ def _sets(kind: str, person_keys: bool = True) -> AuditSets:
         features = {
             space: {role: r[space] for role, r in roles.items()} for space in ("pixel", "inception")
         }
-        features[identity_space("sface")] = {role: r["identity"] for role, r in roles.items()}
+        features[feature_space("sface")] = {role: r["identity"] for role, r in roles.items()}
         classes.append(
             ClassSets(
                 name,

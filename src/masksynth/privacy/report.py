@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from masksynth.data.identity import most_similar
 from masksynth.fileio import write_text
 from masksynth.privacy.distances import nearest
-from masksynth.privacy.identity import most_similar
 from masksynth.render import plots
 from masksynth.render.document import Document
 from masksynth.render.sheets import save_grid

@@ -23,6 +23,13 @@ import torch
 
 from masksynth.config import TRAIN
 from masksynth.data import SplitData, load_split
+from masksynth.data.identity import (
+    Matcher,
+    embed_identities,
+    feature_space,
+    matcher,
+    similarities,
+)
 from masksynth.data.synthetic import load_synthetic, synthetic_files
 from masksynth.errors import MasksynthError
 from masksynth.fileio import file_sha256, read_csv, read_json
@@ -31,7 +38,6 @@ from masksynth.gan.load import load_discriminators
 from masksynth.metrics.feature_cache import split_features
 from masksynth.metrics.inception import FEATURE_SPACE, extract_features
 from masksynth.privacy.distances import nearest, pixels
-from masksynth.privacy.identity import Matcher, embed_identities, matcher, similarities
 
 log = logging.getLogger(__name__)
 ROLES = ("synthetic", "train", "holdout")
@@ -59,7 +65,7 @@ class IdentitySpace:
 
     @property
     def space(self) -> str:
-        return identity_space(self.matcher.name)
+        return feature_space(self.matcher.name)
 
 
 @dataclass
@@ -77,10 +83,6 @@ class AuditSets:
     # (members, others, class index) -> their scores by the GAN's own D, or None
     membership: object | None
     gan: dict  # what is known of the GAN behind the synthetic set (run folder, DP)
-
-
-def identity_space(name: str) -> str:
-    return f"identity_{name}"
 
 
 def load_sets(synth_dir: Path, prep_dir: Path, config, device: torch.device) -> AuditSets:
@@ -120,7 +122,7 @@ def load_sets(synth_dir: Path, prep_dir: Path, config, device: torch.device) -> 
         }
         features = {"pixel": {role: pixels(images[role]) for role in ROLES}}
         for matcher_name, (id_train, id_hold) in real.embeddings.items():
-            features[identity_space(matcher_name)] = {
+            features[feature_space(matcher_name)] = {
                 "synthetic": id_synth[matcher_name][pick["synthetic"]],
                 "train": id_train[pick["train"]],
                 "holdout": np.concatenate(id_hold)[pick["holdout"]],
@@ -160,7 +162,7 @@ def load_real(prep_dir: Path, config, holdout: tuple[str, ...], train=None) -> R
         def embed(x: torch.Tensor, name: str = name) -> np.ndarray:
             return embed_identities(x, config.workers, name)
 
-        space = identity_space(name)
+        space = feature_space(name)
         id_train = split_features(prep_dir, TRAIN, space, embed)
         id_hold = [split_features(prep_dir, s, space, embed) for s, _ in held]
         embeddings[name] = (id_train, id_hold)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from masksynth.data.identity import most_similar
 from masksynth.privacy.decide import ORDER, excess_rate
-from masksynth.privacy.identity import most_similar
 from masksynth.privacy.measures import PRIVACY, measure
 
 

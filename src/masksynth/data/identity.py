@@ -53,6 +53,11 @@ MATCHERS = {
 }
 
 
+def feature_space(name: str) -> str:
+    """The feature cache's name for a matcher's embeddings (see metrics.feature_cache)."""
+    return f"identity_{name}"
+
+
 def matcher(name: str) -> Matcher:
     if name not in MATCHERS:
         raise MasksynthError(f"unknown face matcher {name!r}: choose from {', '.join(MATCHERS)}")
