@@ -46,6 +46,10 @@ def test_user_errors_are_one_line(args, message, tmp_path):
 # train-gan option -> (value given, config field): every value differs from the paper preset
 TRAIN_GAN_OPTIONS = {
     "epochs": ("1", "epochs", 1),
+    "minutes": ("0", "minutes", 0.0),
+    "family": ("fastgan", "family", "fastgan"),
+    "loss": ("hinge", "loss", "hinge"),
+    "d_input_size": ("96", "d_input_size", 96),
     "mode": ("conditional", "mode", "conditional"),
     "seed": ("3", "seed", 3),
     "batch_size": ("8", "batch_size", 8),

@@ -281,3 +281,16 @@ def test_a_log_file_gets_one_line_per_epoch_not_progress_bar_redraws(tiny_prep, 
     for epoch in (1, 2):
         ends = [line for line in lines if line.startswith(f"masksynth: epoch {epoch}/2: ")]
         assert len(ends) == 1 and " step in " in ends[0], lines
+
+
+def test_a_budget_in_minutes_plans_the_epochs_that_fit(tiny_prep, tmp_path):
+    """--minutes: after the first epoch the run plans as many epochs as fit the budget (at
+    most --epochs), records them, and finishes as 'done'; a resume keeps the plan."""
+    short = train_gan(tiny_prep, tmp_path / "short", _tiny(epochs=5, minutes=1e-4))
+    assert short["stopped"] == "done" and short["epochs_done"] == short["planned_epochs"] == 1
+    long = train_gan(tiny_prep, tmp_path / "long", _tiny(epochs=3, minutes=60.0))
+    assert long["epochs_done"] == long["planned_epochs"] == 3  # the cap
+    state = load_checkpoint(checkpoint_path(tmp_path / "short"))
+    assert state["planned_epochs"] == 1
+    again = train_gan(tiny_prep, tmp_path / "short", _tiny(epochs=5, minutes=1e-4), resume=True)
+    assert again["epochs_done"] == 1  # the plan holds: nothing more to train

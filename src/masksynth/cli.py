@@ -171,7 +171,20 @@ def train_gan(
         typer.Option(help="paper | best | quick (default paper; with --resume: the run's own)."),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs (with --resume: the new total).")
+        int | None,
+        typer.Option(help="Epochs (with --resume: the new total); alone, it turns a budget off."),
+    ] = None,
+    minutes: Annotated[
+        float | None,
+        typer.Option(help="Training budget in minutes: as many epochs as fit (0: --epochs)."),
+    ] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(help="dcgan (the paper's) | fastgan (FastGAN-style G, projected D)."),
+    ] = None,
+    loss: Annotated[str | None, typer.Option(help="bce (the paper's) | hinge.")] = None,
+    d_input_size: Annotated[
+        int | None, typer.Option(help="fastgan: the side D's frozen feature network sees.")
     ] = None,
     mode: Annotated[str | None, typer.Option(help="per-class | conditional.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of weights, noise and data order.")] = None,
@@ -243,6 +256,11 @@ def train_gan(
     config = make(
         preset if resume else (preset or "paper"),
         epochs=epochs,
+        # --epochs alone means those epochs, not a preset's budget
+        minutes=0.0 if epochs is not None and minutes is None and not resume else minutes,
+        family=family,
+        loss=loss,
+        d_input_size=d_input_size,
         mode=mode,
         seed=seed,
         batch_size=batch_size,

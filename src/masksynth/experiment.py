@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ from masksynth.stages import sample, train_gan
 
 log = logging.getLogger(__name__)
 SCENARIOS = ("real", "real+synthetic", "synthetic-only")
+TSTR_MAX_EPOCHS = 50  # a tiny synthetic set reaches tstr_steps only by overfitting it
 
 
 def run_experiment(data_dir: str | Path, run_dir: str | Path, config: ExperimentConfig) -> dict:
@@ -243,6 +245,7 @@ def _train_or_resume_gan(
     gan_cfg = gan_config(
         config.gan_preset,
         epochs=config.gan_epochs,
+        minutes=0.0 if config.gan_epochs else None,  # --gan-epochs: exactly those epochs
         device=config.device,
         metrics_samples=config.gan_metrics_samples,
     )
@@ -255,7 +258,13 @@ def _train_or_resume_gan(
         finished = summary.get("stopped") == "done" and summary.get(
             "checkpoint_sha256"
         ) == file_sha256(ckpt)
-        if not why and finished and trained == gan_cfg.epochs:
+        ran = summary.get("config", {})
+        # as long as asked now: the same budget, or the same epochs all trained
+        same_length = (ran.get("minutes", 0.0), ran.get("epochs")) == (
+            gan_cfg.minutes,
+            gan_cfg.epochs,
+        ) and (gan_cfg.minutes or trained == gan_cfg.epochs)
+        if not why and finished and same_length:
             log.info("GAN already trained in %s from these inputs: reusing it", gan_dir)
             return {**summary, "reused": True}
         if not why and trained <= gan_cfg.epochs:
@@ -277,11 +286,17 @@ def _classify(
     config: ExperimentConfig,
 ) -> dict:
     folder = run_dir / "classifiers" / scenario / f"seed{seed}"
+    epochs = config.classifier_epochs
+    if scenario == "synthetic-only":  # enough steps to converge on the synthetic set
+        drawn = read_json(synth_dir / "sample.json")
+        images = drawn["n_per_class"] * len(drawn["classes"])
+        per_epoch = math.ceil(images / ClassifierConfig.batch_size)
+        epochs = max(epochs, min(math.ceil(config.tstr_steps / per_epoch), TSTR_MAX_EPOCHS))
     classifier_cfg = ClassifierConfig(
         arch=config.arch,
         weights=config.weights,
         size=config.size,
-        epochs=config.classifier_epochs,
+        epochs=epochs,
         seed=seed,
         device=config.device,
     )

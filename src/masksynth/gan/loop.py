@@ -44,6 +44,8 @@ class Trainer:
         self.autocast = autocast(device, precision)
         self.monitor = Monitor(config, pairs, objective, run_dir, ranks, device)
         self.epoch = self.global_step = self.next_step = 0
+        # the epochs to train: --epochs, or what fits the --minutes budget (see _plan)
+        self.planned_epochs, self.planned = config.epochs, not config.minutes
         self.elapsed, self.stop_reason, self.last_save = 0.0, "", 0.0
         self.quality: Quality | None = None
         self.prep_fingerprint = ""  # saved in the checkpoint: resume checks it
@@ -57,12 +59,13 @@ class Trainer:
         self.next_step, self.last_save = next_step, time.monotonic()
         try:
             with DeferredInterrupt() as stop:
-                while self.epoch < self.config.epochs:
+                while self.epoch < self.planned_epochs:
                     self._epoch(stop)
                     if self.stop_reason:
                         self._save(self.next_step)
                         return
                     self.epoch, self.next_step = self.epoch + 1, 0
+                    self._plan()
                     self._average_buffers()
                     self._end_of_epoch()
                     self._save(0)
@@ -85,7 +88,9 @@ class Trainer:
         config = self.config
         orders = self._epoch_orders(self.epoch)
         steps = max(math.ceil(len(o) / config.batch_size) for o in orders)
-        bar = progress(steps, f"epoch {self.epoch + 1}/{config.epochs}", "step", self.next_step)
+        bar = progress(
+            steps, f"epoch {self.epoch + 1}/{self.planned_epochs}", "step", self.next_step
+        )
         images_done, started = 0, time.monotonic()
         for step in range(self.next_step, steps):
             self.stop_reason = self.objective.stop_reason() or ""
@@ -108,6 +113,23 @@ class Trainer:
             if self._stop_or_save(stop):
                 break
         bar.close()
+
+    def _plan(self) -> None:
+        """With a budget in minutes: once, after the first epoch, as many epochs as fit."""
+        if not self.config.minutes or self.planned:
+            return
+        per_epoch = self.elapsed / self.epoch
+        fit = int(self.config.minutes * 60 / max(per_epoch, 1e-9))
+        self.planned_epochs = max(self.epoch, min(self.config.epochs, fit))
+        self.planned = True
+        log.info(
+            "budget %.1f min at %.1f s per epoch: %d epochs (recorded; --epochs %d --minutes 0 "
+            "replays them)",
+            self.config.minutes,
+            per_epoch,
+            self.planned_epochs,
+            self.planned_epochs,
+        )
 
     def _stop_or_save(self, stop: DeferredInterrupt) -> bool:
         """After a step, decided by all processes together (a save or stop is collective):
@@ -180,7 +202,7 @@ class Trainer:
             return
         self.monitor.grids(self.epoch, self.classes)
         every = self.config.metrics_every_epochs
-        if every and self.epoch % every == 0 and self.epoch < self.config.epochs and self.quality:
+        if every and self.epoch % every == 0 and self.epoch < self.planned_epochs and self.quality:
             scores = self.quality(VAL, self.config.metrics_samples, self.sample, self.device)
             record = {"step": self.global_step, "epoch": self.epoch, "split": VAL, **scores}
             self.monitor.scalars(record)
@@ -213,6 +235,10 @@ class Trainer:
                 "next_step": next_step,
                 "global_step": self.global_step,
                 "elapsed_s": self.elapsed,
+                # a budget run's plan (None: the run trains --epochs)
+                "planned_epochs": self.planned_epochs
+                if self.config.minutes and self.planned
+                else None,
                 "rng": rngs[0],
                 **({"rng_ranks": rngs} if self.ranks.on else {}),
                 "units": pairs_state(self.pairs),

@@ -1,4 +1,5 @@
-"""How a G/D pair learns in one step: the paper's non-saturating loss (BCE with logits).
+"""How a G/D pair learns in one step: the paper's non-saturating loss (BCE with logits), or
+the hinge loss (Lim & Ye 2017; Miyato et al. 2018) that projected discriminators train with.
 
 `Objective` is the training loop's one strategy object: which real images a step takes,
 how many fakes it makes, D's update and G's update. Differential privacy (`gan.dp`) is the
@@ -19,8 +20,29 @@ from masksynth.gan.pair import GanPair
 Augment = Callable[[torch.Tensor], torch.Tensor]  # DiffAugment with the run's policy
 
 
+LOSSES = ("bce", "hinge")
+
+
+def d_loss(kind: str, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    if kind == "hinge":
+        return F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+    return F.binary_cross_entropy_with_logits(
+        d_real, torch.ones_like(d_real)
+    ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+
+
+def g_loss(kind: str, d_gen: torch.Tensor) -> torch.Tensor:
+    if kind == "hinge":
+        return -d_gen.mean()
+    return F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+
+
 class Objective:
-    """D: BCE of real vs fake logits; G: BCE of D(G(z)) against 'real' (non-saturating)."""
+    """bce: D learns real vs fake by BCE, G against 'real' (non-saturating). hinge: D's
+    margin loss, G raises D's score."""
+
+    def __init__(self, loss: str = "bce") -> None:
+        self.loss = loss
 
     def batch(
         self, pair: GanPair, order: torch.Tensor, step: int, batch_size: int, ranks: Ranks
@@ -45,9 +67,7 @@ class Objective:
         with autocast:
             d_real = pair.D_train(augment(real), labels).float()
             d_fake = pair.D_train(augment(fake.detach()), fake_labels).float()
-            loss = F.binary_cross_entropy_with_logits(
-                d_real, torch.ones_like(d_real)
-            ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+            loss = d_loss(self.loss, d_real, d_fake)
         pair.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         pair.opt_d.step()
@@ -60,7 +80,7 @@ class Objective:
         with self.generator_pass(pair):  # around the backward too: DP's hooks stay off
             with autocast:
                 d_gen = pair.D(augment(fake), fake_labels).float()
-                loss = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+                loss = g_loss(self.loss, d_gen)
             pair.opt_g.zero_grad(set_to_none=True)
             loss.backward(inputs=list(pair.G.parameters()))
             pair.opt_g.step()

@@ -20,10 +20,10 @@ from masksynth.gan.checkpoint import checkpoint_path
 from masksynth.gan.generate import generate, latents
 from masksynth.gan.loss import Objective
 from masksynth.gan.pair import GanPair, pair_for
-from masksynth.render.sheets import save_grid
+from masksynth.render.sheets import beside_real, save_grid
 
 log = logging.getLogger(__name__)
-GRID_SIZE = 64
+GRID_SIZE = 32  # synthetic faces per grid, and as many real ones below them
 D_WINS_AT = 0.02  # mean D(G(z)) below this (with D(x) above 1 - this) means D has won
 
 
@@ -48,6 +48,7 @@ class Monitor:
         self.counts = dict.fromkeys(self.sums, 0)
         self.d_wins_steps = dict.fromkeys(self.sums, 0)
         self._writer = None
+        self.real: dict[int, torch.Tensor] = {}  # class -> real test faces shown in the grids
 
     def add(self, pair: GanPair, loss_d, loss_g, d_real, d_fake) -> None:
         """One step's values (tensors, kept on the device until the next log line)."""
@@ -129,7 +130,8 @@ class Monitor:
             self.d_wins_steps[name] = 0
 
     def grids(self, epoch: int, classes: list[str]) -> None:
-        """The same fixed latents every epoch, per class: grids/<class>/epoch_NNNN.png."""
+        """The same fixed latents every epoch, per class: grids/<class>/epoch_NNNN.png, the
+        synthetic faces above a blank row and real test faces of the class below it."""
         if not self.ranks.main:
             return
         grids = self.run_dir / "grids"
@@ -138,8 +140,9 @@ class Monitor:
             z = latents(self.config.seed, k, GRID_SIZE, self.config.z_dim)
             labels = torch.full((GRID_SIZE,), k) if pair.class_index is None else None
             images = generate(pair.sampler, z, labels, self.device)
-            save_grid(images, grids / name / f"epoch_{epoch:04d}.png")
-            save_grid(images, grids / f"{name}.png")
+            shown = beside_real(images, self.real.get(k))
+            save_grid(shown, grids / name / f"epoch_{epoch:04d}.png")
+            save_grid(shown, grids / f"{name}.png")
             writer = self._tensorboard()
             if writer is not None:
                 writer.add_images(f"{name}/samples", images[:16], epoch)

@@ -27,8 +27,9 @@ from masksynth.fileio import file_sha256, read_json, write_json
 from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint, restore_pairs, restore_rng
 from masksynth.gan.diffaugment import TRANSFORMS
 from masksynth.gan.loop import Quality, Trainer
-from masksynth.gan.loss import Objective
-from masksynth.gan.networks import IMAGE_SIZE
+from masksynth.gan.loss import LOSSES, Objective
+from masksynth.gan.monitor import GRID_SIZE
+from masksynth.gan.networks import FAMILIES, IMAGE_SIZE
 from masksynth.gan.pair import GanPair, build_pairs
 from masksynth.gan.resume import gan_inputs, resumable
 from masksynth.runinfo import run_record
@@ -86,10 +87,15 @@ def train_gan(
 
     trainer = Trainer(config, pairs, objective, data, device, precision, run_dir, ranks)
     trainer.quality, trainer.prep_fingerprint = quality, prep_fingerprint
+    trainer.monitor.real = _real_faces(prep_dir, GRID_SIZE)
     if state is not None:
         restore_pairs(pairs, state, ckpt_file)
         trainer.epoch, trainer.global_step = state["epoch"], state["global_step"]
         trainer.elapsed = state["elapsed_s"]
+        same_budget = state["config"].get("minutes") == config.minutes
+        if config.minutes and state.get("planned_epochs") and same_budget:
+            # a budget run keeps the epochs it planned (another budget plans anew)
+            trainer.planned_epochs, trainer.planned = state["planned_epochs"], True
         restore_rng(state, ranks)
         log.info("resuming %s at epoch %d, step %d", run_dir, trainer.epoch + 1, state["next_step"])
     meta = {
@@ -114,6 +120,7 @@ def train_gan(
     summary = {
         **meta,
         "epochs_done": trainer.epoch,
+        "planned_epochs": trainer.planned_epochs,
         "steps": trainer.global_step,
         "train_seconds": round(trainer.elapsed, 1),
         "stopped": trainer.stop_reason,
@@ -144,6 +151,16 @@ def _validate(config: GanConfig) -> None:
             )
     if not 0 <= config.ema_decay < 1:
         raise MasksynthError("--ema-decay must be in [0, 1)")
+    if config.family not in FAMILIES or config.loss not in LOSSES:
+        raise MasksynthError(
+            f"--family must be one of {', '.join(FAMILIES)} and --loss one of {', '.join(LOSSES)}"
+        )
+    if config.dp_epsilon and (config.family != "dcgan" or config.loss != "bce"):
+        raise MasksynthError("--dp-epsilon trains the paper's DCGAN with its BCE loss only")
+    if config.dp_epsilon and config.minutes:
+        raise MasksynthError("--dp-epsilon plans its noise from --epochs: set --minutes 0")
+    if config.minutes < 0:
+        raise MasksynthError("--minutes must be >= 0 (0: train --epochs)")
     if config.dp_epsilon:
         _private().check(config)
 
@@ -157,7 +174,7 @@ def _private():
 
 def _objective(config: GanConfig, pairs: list[GanPair], n_train: int, state) -> Objective:
     if not config.dp_epsilon:
-        return Objective()
+        return Objective(config.loss)
     objective = _private().PrivateObjective(pairs, config, n_train, state and state["dp"])
     shown = objective.record()
     log.info(
@@ -171,6 +188,13 @@ def _objective(config: GanConfig, pairs: list[GanPair], n_train: int, state) -> 
         shown["planned_steps"],
     )
     return objective
+
+
+def _real_faces(prep_dir: Path, n: int) -> dict[int, torch.Tensor]:
+    """The first n real test faces of each class, shown below the synthetic ones in grids
+    (shown only: test images never reach training)."""
+    test = load_split(prep_dir, TEST, IMAGE_SIZE)
+    return {k: test.images[test.labels == k][:n] for k in range(len(test.class_names))}
 
 
 def _class_counts(data) -> dict[str, int]:

@@ -22,3 +22,11 @@ def save_grid(images: np.ndarray | torch.Tensor, path: str | Path, columns: int 
     with atomic_open(path, "wb") as handle:
         Image.fromarray(grid.permute(1, 2, 0).numpy()).save(handle, format="PNG")
     return path
+
+
+def beside_real(synthetic: torch.Tensor, real: torch.Tensor | None, columns: int = 8):
+    """uint8 synthetic faces, a blank (white) row, then as many real faces of the class."""
+    if real is None or len(real) == 0:
+        return synthetic
+    blank = torch.full((columns, *synthetic.shape[1:]), 255, dtype=torch.uint8)
+    return torch.cat([synthetic, blank, real[: len(synthetic)]])

