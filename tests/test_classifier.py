@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import pickle
 import shutil
 import subprocess
 import sys
@@ -169,12 +170,16 @@ def test_bad_checkpoints_are_refused_in_one_line_without_running_code(
     torch.save({"format": 1, "payload": _RunsCode(marker)}, with_code)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(checkpoint.read_bytes()[:5000])
+    # a plain pickle of a newer protocol: torch's warning about it must not reach the user
+    raw_pickle = tmp_path / "raw_pickle.pt"
+    raw_pickle.write_bytes(pickle.dumps({"payload": _RunsCode(marker)}, protocol=4))
     wrong_shapes = tmp_path / "wrong_shapes.pt"
     state = torch.load(checkpoint, weights_only=True)
     state["state_dict"]["fc.weight"] = torch.zeros(5, 3)
     torch.save(state, wrong_shapes)
     expected = {
         with_code: "holds Python objects other than tensors",
+        raw_pickle: "holds Python objects other than tensors",
         truncated: "damaged or not a torch file",
         wrong_shapes: "does not fit its network",
         tmp_path / "missing.pt": "no classifier checkpoint",

@@ -1,9 +1,12 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from masksynth.data import load_split
+from masksynth.errors import MasksynthError
 from masksynth.metrics.gan_quality import MIN_FID_FAKES, fid, gan_metrics, kid, prdc
 from masksynth.metrics.inception import FEATURE_SPACE, RESIZE, extract_features, inception_path
 
@@ -125,3 +128,16 @@ def test_real_faces_score_as_faces_in_the_face_space(real_data, tmp_path):
         assert near["face_rate"] == near["face_rate_real"] > 0.6, near
         assert abs(near["sface_kid"]) < 0.05, near
         assert far["face_rate"] == 0.0 and far["sface_kid"] is None, far
+
+
+def test_a_bad_synthetic_set_fails_in_one_line_before_any_real_features(tiny_prep, tmp_path):
+    """Mixed colour modes are refused at once: the minutes of real-image features (Inception,
+    face embeddings) are not spent on a set that cannot be scored."""
+    prep = tmp_path / "prep"
+    shutil.copytree(tiny_prep, prep, ignore=shutil.ignore_patterns("features"))
+    for name, mode in (("with_mask", "RGB"), ("without_mask", "L")):
+        (tmp_path / "mixed" / name).mkdir(parents=True)
+        Image.new(mode, (64, 64)).save(tmp_path / "mixed" / name / "0.png")
+    with pytest.raises(MasksynthError, match="one size and colour mode"):
+        gan_metrics(tmp_path / "mixed", prep, "test")
+    assert not (prep / "features").exists()

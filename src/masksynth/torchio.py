@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -18,7 +19,9 @@ def load_plain(path: Path, what: str, device: torch.device | str = "cpu") -> dic
     if not path.is_file():
         raise MasksynthError(f"no {what} at {path}")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign file's pickle protocol
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
         raise MasksynthError(
             f"{path} is not a masksynth {what}: it holds Python objects other than tensors "

@@ -184,8 +184,10 @@ def gan_metrics(
 ) -> dict:
     """Every quality score of each class of `synth_dir` against the real `split`, at 64 px."""
     synth_dir, prep_dir = Path(synth_dir), Path(prep_dir)
+    # the synthetic set first: a bad file fails at once, before minutes of real features
+    classes = load_split(prep_dir, split, 64).class_names
+    images, labels = load_synthetic(synth_dir, classes, 64)
     reals, faces = real_features(prep_dir, split, 64, device), real_faces(prep_dir, split)
-    images, labels = load_synthetic(synth_dir, list(reals), 64)
     result = {
         "synthetic": str(synth_dir),
         "real": str(prep_dir),
