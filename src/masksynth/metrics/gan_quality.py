@@ -23,6 +23,7 @@ from torchmetrics.image.kid import poly_mmd
 
 from masksynth.config import TEST
 from masksynth.data import load_split
+from masksynth.data.cache import read_prepared
 from masksynth.data.identity import embed_identities, feature_space
 from masksynth.data.synthetic import load_synthetic
 from masksynth.errors import MasksynthError
@@ -185,8 +186,7 @@ def gan_metrics(
     """Every quality score of each class of `synth_dir` against the real `split`, at 64 px."""
     synth_dir, prep_dir = Path(synth_dir), Path(prep_dir)
     # the synthetic set first: a bad file fails at once, before minutes of real features
-    classes = load_split(prep_dir, split, 64).class_names
-    images, labels = load_synthetic(synth_dir, classes, 64)
+    images, labels = load_synthetic(synth_dir, list(read_prepared(prep_dir)["classes"]), 64)
     reals, faces = real_features(prep_dir, split, 64, device), real_faces(prep_dir, split)
     result = {
         "synthetic": str(synth_dir),
