@@ -47,6 +47,7 @@ class Trainer:
         # the epochs to train: --epochs, or what fits the --minutes budget (see _plan)
         self.planned_epochs, self.planned = config.epochs, not config.minutes
         self.elapsed, self.stop_reason, self.last_save = 0.0, "", 0.0
+        self.first_epoch_s = 0.0  # the first epoch's training time (budget planning)
         self.quality: Quality | None = None
         self.prep_fingerprint = ""  # saved in the checkpoint: resume checks it
 
@@ -115,21 +116,32 @@ class Trainer:
         bar.close()
 
     def _plan(self) -> None:
-        """With a budget in minutes: once, after the first epoch, as many epochs as fit."""
-        if not self.config.minutes or self.planned:
+        """With a budget in minutes: after each epoch, as many epochs as fit what is left.
+
+        The first epoch (kernel warm-up) is slower than the rest, so later epochs are timed
+        without it: planning once from it alone left a fifth to a third of the budget unused.
+        """
+        if not self.config.minutes:
             return
-        per_epoch = self.elapsed / self.epoch
-        fit = int(self.config.minutes * 60 / max(per_epoch, 1e-9))
-        self.planned_epochs = max(self.epoch, min(self.config.epochs, fit))
-        self.planned = True
-        log.info(
-            "budget %.1f min at %.1f s per epoch: %d epochs (recorded; --epochs %d --minutes 0 "
-            "replays them)",
-            self.config.minutes,
-            per_epoch,
-            self.planned_epochs,
-            self.planned_epochs,
-        )
+        if not self.first_epoch_s:  # after the first epoch (or a checkpoint without it)
+            self.first_epoch_s = self.elapsed / self.epoch
+        later = self.epoch - 1
+        per_epoch = (self.elapsed - self.first_epoch_s) / later if later else self.first_epoch_s
+        left = self.config.minutes * 60 - self.elapsed
+        fit = self.epoch + int(left / max(per_epoch, 1e-9))
+        planned = max(self.epoch, min(self.config.epochs, fit))
+        if planned != self.planned_epochs or not self.planned:
+            # the first plan is news; its updates, one per epoch or so, are details
+            log.log(
+                logging.DEBUG if self.planned else logging.INFO,
+                "budget %.1f min at %.1f s per epoch: %d epochs (recorded; --epochs %d "
+                "--minutes 0 replays them)",
+                self.config.minutes,
+                per_epoch,
+                planned,
+                planned,
+            )
+        self.planned_epochs, self.planned = planned, True
 
     def _stop_or_save(self, stop: DeferredInterrupt) -> bool:
         """After a step, decided by all processes together (a save or stop is collective):
@@ -235,6 +247,7 @@ class Trainer:
                 "next_step": next_step,
                 "global_step": self.global_step,
                 "elapsed_s": self.elapsed,
+                "first_epoch_s": self.first_epoch_s,
                 # a budget run's plan (None: the run trains --epochs)
                 "planned_epochs": self.planned_epochs
                 if self.config.minutes and self.planned

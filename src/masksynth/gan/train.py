@@ -92,6 +92,7 @@ def train_gan(
         restore_pairs(pairs, state, ckpt_file)
         trainer.epoch, trainer.global_step = state["epoch"], state["global_step"]
         trainer.elapsed = state["elapsed_s"]
+        trainer.first_epoch_s = state.get("first_epoch_s", 0.0)
         same_budget = state["config"].get("minutes") == config.minutes
         if config.minutes and state.get("planned_epochs") and same_budget:
             # a budget run keeps the epochs it planned (another budget plans anew)
