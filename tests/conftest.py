@@ -15,7 +15,7 @@ TESTS = Path(__file__).resolve().parent
 REAL_DATA = Path(os.environ.get("MASKSYNTH_DATA", REPO.parent / "shared/datasets/face-mask"))
 
 # The keys `masksynth evaluate` must write, exactly (issue 4).
-EVALUATE_KEYS = {
+BINARY_KEYS = {
     "n",
     "sensitivity",
     "specificity",
@@ -25,6 +25,8 @@ EVALUATE_KEYS = {
     "roc_auc",
     "confusion",
 }
+# evaluate adds the classes' own recall, their confusion matrix and the calibration
+EVALUATE_KEYS = BINARY_KEYS | {"per_class", "confusion_matrix", "calibration"}
 
 # file -> (expected status, reason prefix or flag that must be reported)
 BAD_FILES = {

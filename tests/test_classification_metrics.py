@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import EVALUATE_KEYS
+from conftest import BINARY_KEYS
 
 from masksynth.metrics.classification import binary_metrics, wilson
 from masksynth.metrics.stats import mcnemar_test, mean_sd, paired_bootstrap
@@ -16,7 +16,7 @@ def _labels_scores(tp, fn, tn, fp, positive=1):
 def test_rates_for_the_positive_class_by_hand():
     y_true, y_score = _labels_scores(tp=8, fn=2, tn=15, fp=5)
     m = binary_metrics(y_true, y_score, positive=1)
-    assert set(m) == EVALUATE_KEYS
+    assert set(m) == BINARY_KEYS
     assert m["confusion"] == {"tp": 8, "fn": 2, "tn": 15, "fp": 5} and m["n"] == 30
     assert m["sensitivity"]["value"] == pytest.approx(0.8)
     assert (m["sensitivity"]["k"], m["sensitivity"]["n"]) == (8, 10)

@@ -239,3 +239,62 @@ def test_a_classifier_is_reused_only_when_built_from_the_same_inputs(tiny_prep, 
     trained_on = {r["source"] for r in read_csv(out / "training_set.csv") if r["origin"] == "real"}
     assert trained_on == set(load_split(resplit, "train", 64).sources)
     assert not trained_on & set(load_split(resplit, "test", 64).sources)
+
+
+def test_the_stored_temperature_is_applied_by_evaluate(tiny_classifier, tiny_prep, tmp_path):
+    """train-classifier fits T on val and stores it; evaluate's probabilities are
+    softmax(logits / T), and another stored T changes them accordingly."""
+    from masksynth.classify.checkpoint import predict_logits, save_classifier
+
+    checkpoint, summary = tiny_classifier
+    model, meta = load_classifier(checkpoint, torch.device("cpu"))
+    record = summary["calibration"]
+    assert meta["temperature"] == record["temperature"] > 0 and record["fitted_on"] == "val"
+    assert record["ece_after"] <= record["ece_before"] + 1e-6
+    test = load_split(tiny_prep, "test", 64)
+    logits = predict_logits(model, test.images, meta, torch.device("cpu"))
+    positive = meta["class_names"].index("without_mask")
+    metrics, predictions = evaluate(checkpoint, tiny_prep, "test", device="cpu")
+    expected = torch.softmax(logits / meta["temperature"], 1)[:, positive].numpy()
+    assert np.allclose(predictions.y_score, expected, atol=1e-6)
+    assert metrics["calibration"]["temperature"] == meta["temperature"]
+    hotter = tmp_path / "hot.pt"
+    meta.pop("format")
+    save_classifier(hotter, model, {**meta, "temperature": 7.0})
+    _, hot = evaluate(hotter, tiny_prep, "test", device="cpu")
+    assert np.allclose(hot.y_score, torch.softmax(logits / 7.0, 1)[:, positive].numpy(), atol=1e-6)
+    assert not np.allclose(hot.y_score, predictions.y_score)
+
+
+def test_evaluate_robustness_reports_every_degradation(tiny_classifier, tiny_prep, tmp_path):
+    from masksynth.classify.degrade import ROBUSTNESS
+
+    checkpoint, _ = tiny_classifier
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "masksynth.cli",
+            "evaluate",
+            str(checkpoint),
+            str(tiny_prep),
+            "--robustness",
+            "--json",
+            str(tmp_path / "m.json"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    rows = metrics["robustness"]["rows"]
+    assert [(r["degradation"], r["strength"]) for r in rows] == [
+        (name, s) for name, _, strengths, _ in ROBUSTNESS for s in strengths
+    ]
+    assert all(0 <= r["balanced_accuracy"] <= 1 for r in rows)
+    assert metrics["robustness"]["clean_balanced_accuracy"] == metrics["balanced_accuracy"]
+    for plot in ("robustness.png", "reliability.png"):
+        assert Image.open(tmp_path / plot).size[0] > 100

@@ -61,7 +61,7 @@ def test_results_json_is_complete(experiment_run):
         for r in runs:  # paths relative to the run folder, so it can be moved
             assert not Path(r["checkpoint"]).is_absolute()
             assert (experiment_run / r["checkpoint"]).is_file()
-            assert set(r["test"]) == EVALUATE_KEYS
+            assert set(r["test"]) == EVALUATE_KEYS | {"robustness"}
             assert r["test"]["n"] == 16  # the same real test split for every scenario
     composition = results["scenarios"]["real+synthetic"][0]["composition"]
     assert composition["synthetic"] == {"with_mask": 6, "without_mask": 6}
@@ -86,6 +86,15 @@ def test_results_json_is_complete(experiment_run):
     assert results["summary"]["real"]["accuracy"]["n"] == 2
     assert set(results["gan"]["metrics"]) == {"with_mask", "without_mask"}
     assert results["positive_class"] == "without_mask" and results["command"]
+    # the robustness table and calibration, averaged over the seeds of each scenario
+    real = results["summary"]["real"]
+    assert real["ece"]["n"] == 2 and 0 <= real["ece"]["mean"] <= 1
+    seed_rows = [r["test"]["robustness"]["rows"] for r in results["scenarios"]["real"]]
+    first = real["robustness"][0]
+    assert first["degradation"] == "face side" and first["balanced_accuracy"]["n"] == 2
+    assert first["balanced_accuracy"]["mean"] == pytest.approx(
+        sum(rows[0]["balanced_accuracy"] for rows in seed_rows) / 2, abs=1e-4
+    )
 
 
 def test_report_is_self_contained(experiment_run):
@@ -93,9 +102,16 @@ def test_report_is_self_contained(experiment_run):
     assert html.count("data:image/png;base64,") >= 5  # figures and grids embedded
     assert "src='figures/" not in html
     md = (experiment_run / "report.md").read_text()
-    for text in ("Training composition", "Test metrics", "McNemar", "Synthetic faces"):
+    for text in (
+        "Training composition",
+        "Test metrics",
+        "McNemar",
+        "camera degradations",
+        "JPEG quality",
+        "Synthetic faces",
+    ):
         assert text in md and text in html
-    for figure in ("confusion.png", "roc.png", "training.png"):
+    for figure in ("confusion.png", "roc.png", "training.png", "robustness.png", "reliability.png"):
         assert (experiment_run / "figures" / figure).stat().st_size > 5000
 
 

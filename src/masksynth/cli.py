@@ -442,6 +442,13 @@ def train_classifier(
     augment: Annotated[
         bool, typer.Option(help="Classic augmentation (paper).")
     ] = ClassifierConfig.augment,
+    degrade: Annotated[
+        float,
+        typer.Option(
+            help="Probability per image of each camera degradation in training (small "
+            "faces, blur, JPEG, noise, lighting, a hand, crop jitter); 0 = off."
+        ),
+    ] = ClassifierConfig.degrade,
     seed: Annotated[
         int, typer.Option(help="Seed of weights, order and augmentation.")
     ] = ClassifierConfig.seed,
@@ -462,6 +469,7 @@ def train_classifier(
         lr=lr,
         class_weights=class_weights,
         augment=augment,
+        degrade=degrade,
         seed=seed,
         device=device,
         precision=precision,
@@ -493,13 +501,29 @@ def evaluate(
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    robustness: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure balanced accuracy under camera degradations (small faces, "
+            "JPEG, blur, rotation, crop jitter); a plot goes beside the sheet."
+        ),
+    ] = False,
 ) -> None:
-    """Sensitivity, specificity, accuracy... with Wilson 95 % intervals, on real photos."""
+    """Sensitivity, specificity, accuracy... with Wilson 95 % intervals, calibration (ECE, a
+    reliability plot), on real photos."""
     from masksynth.classify.evaluate import evaluate as run  # start-up cost
+    from masksynth.render.plots import reliability_diagram, robustness_bars
 
     if sheet is None:
         sheet = (json_out.parent if json_out else Path(".")) / "misclassified.png"
-    metrics, predictions = run(checkpoint, data_dir, split, sheet, device)
+    metrics, predictions = run(checkpoint, data_dir, split, sheet, device, robustness)
+    calibration = metrics["calibration"]
+    reliability_diagram(
+        {"model": {**calibration["reliability"], "ece": calibration["ece"]}},
+        sheet.parent / "reliability.png",
+    )
+    if robustness:
+        robustness_bars({"model": metrics["robustness"]}, sheet.parent / "robustness.png")
     if json_out is not None:
         write_json(json_out, metrics)
     typer.echo(json.dumps(metrics, indent=2))
@@ -523,6 +547,10 @@ def experiment(
         str | None, typer.Option(help="imagenet (local cache only) | none | PATH.")
     ] = None,
     classifier_epochs: Annotated[int | None, typer.Option(help="Classifier epochs.")] = None,
+    degrade: Annotated[
+        float | None,
+        typer.Option(help="Probability of each camera degradation in classifier training."),
+    ] = None,
     gan_epochs: Annotated[int | None, typer.Option(help="GAN epochs (default: preset).")] = None,
     gan_metrics_samples: Annotated[
         int | None,
@@ -564,6 +592,7 @@ def experiment(
         arch=arch,
         weights=weights,
         classifier_epochs=classifier_epochs,
+        degrade=degrade,
         gan_epochs=gan_epochs,
         gan_metrics_samples=gan_metrics_samples,
         group_by=group_by,

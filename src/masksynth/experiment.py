@@ -297,6 +297,7 @@ def _classify(
         weights=config.weights,
         size=config.size,
         epochs=epochs,
+        degrade=config.degrade,
         seed=seed,
         device=config.device,
     )
@@ -306,7 +307,7 @@ def _classify(
         prep_dir, folder, classifier_cfg, synthetic, synthetic_only=scenario == "synthetic-only"
     )
     metrics, predictions = evaluate(
-        folder / CHECKPOINT, prep_dir, TEST, folder / "misclassified.png", config.device
+        folder / CHECKPOINT, prep_dir, TEST, folder / "misclassified.png", config.device, True
     )
     write_json(folder / "test_metrics.json", metrics)
     np.savez(
@@ -353,7 +354,17 @@ def _value(metrics: dict, key: str):
 
 def _summarise(results: list[dict]) -> dict:
     keys = ("sensitivity", "specificity", "accuracy", "balanced_accuracy", "f1", "roc_auc")
-    return {key: mean_sd([_value(r["test"], key) for r in results]) for key in keys}
+    summary = {key: mean_sd([_value(r["test"], key) for r in results]) for key in keys}
+    summary["ece"] = mean_sd([r["test"]["calibration"]["ece"] for r in results])
+    rows = [r["test"]["robustness"]["rows"] for r in results]
+    summary["robustness"] = [
+        {
+            **{k: row[k] for k in ("degradation", "unit", "strength")},
+            "balanced_accuracy": mean_sd([seed[i]["balanced_accuracy"] for seed in rows]),
+        }
+        for i, row in enumerate(rows[0])
+    ]
+    return summary
 
 
 def _compare(real: list[dict], augmented: list[dict], positive_index: int) -> dict:

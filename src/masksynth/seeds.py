@@ -17,6 +17,8 @@ PROCESS = 3  # per torchrun process: its own noise and augmentations
 BATCHNORM = 4  # per step: the latents that recompute the EMA generator's BatchNorm statistics
 RESUMED_PROCESS = 5  # per step and process: noise after resuming with another process count
 CLASSIFIER_ORDER = 6  # per epoch: the classifier's shuffle of its training images
+CLASSIFIER_DEGRADE = 8  # per epoch and process: the classifier's camera degradations
+ROBUSTNESS_DRAWS = 7  # per degradation: the random parts of the robustness report's images
 
 
 def derive_seed(seed: int, stream: int, *indices: int) -> int:

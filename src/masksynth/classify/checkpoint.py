@@ -42,12 +42,21 @@ def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_proba(
+def predict_logits(
     model: nn.Module, images: torch.Tensor, meta: dict, device: torch.device, batch_size: int = 256
 ) -> torch.Tensor:
-    """Class probabilities (N, n_classes) for uint8 images, in fp32."""
+    """Raw logits (N, n_classes) in fp32 for uint8 images (or float ones in [0, 1])."""
     out = []
     for start in range(0, len(images), batch_size):
         x = normalise(images[start : start + batch_size].to(device), meta["mean"], meta["std"])
-        out.append(torch.softmax(model(x).float(), dim=1).cpu())
+        out.append(model(x).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, len(meta["class_names"]))
+
+
+def predict_proba(
+    model: nn.Module, images: torch.Tensor, meta: dict, device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
+    """Class probabilities (N, n_classes), with the checkpoint's fitted temperature applied
+    (every prediction path goes through here, so the stored calibration always holds)."""
+    logits = predict_logits(model, images, meta, device, batch_size)
+    return torch.softmax(logits / meta.get("temperature", 1.0), dim=1)

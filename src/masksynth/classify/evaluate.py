@@ -15,12 +15,14 @@ import numpy as np
 import torch
 
 from masksynth.classify.checkpoint import load_classifier, predict_proba
+from masksynth.classify.robustness import robustness
 from masksynth.config import TEST
 from masksynth.data import load_split
 from masksynth.data.ingest import IngestOptions, process_files, scan_image_folder
 from masksynth.device import pick_device
 from masksynth.errors import MasksynthError
-from masksynth.metrics.classification import binary_metrics
+from masksynth.metrics.calibration import expected_calibration_error, reliability
+from masksynth.metrics.classification import binary_metrics, class_metrics
 from masksynth.render.sheets import save_grid
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,11 @@ def evaluate(
     split: str = TEST,
     sheet: str | Path | None = None,
     device: str = "auto",
+    robust: bool = False,
 ) -> tuple[dict, Predictions]:
-    """Metrics (the 8 keys of `binary_metrics`) and the per-image predictions."""
+    """Metrics (the 8 keys of `binary_metrics`: the positive class against the rest;
+    `per_class` recall and the `confusion_matrix` over every class; `calibration`; with
+    `robust` the `robustness` table) and the per-image predictions."""
     torch_device = pick_device(device)
     model, meta = load_classifier(checkpoint, torch_device)
     data_dir = Path(data_dir)
@@ -54,8 +59,19 @@ def evaluate(
     if len(labels) == 0:
         raise MasksynthError(f"no usable image in {data_dir}")
     positive = meta["class_names"].index(meta["positive_class"])
-    scores = predict_proba(model, images, meta, torch_device)[:, positive].numpy()
-    metrics = binary_metrics(labels, scores, positive)
+    probs = predict_proba(model, images, meta, torch_device)
+    scores = probs[:, positive].numpy()
+    metrics = {
+        **binary_metrics(labels, scores, positive),
+        **class_metrics(labels, probs.numpy(), meta["class_names"]),
+        "calibration": {
+            "temperature": meta.get("temperature", 1.0),  # fitted on val by train-classifier
+            "ece": expected_calibration_error(probs, labels),
+            "reliability": reliability(probs, labels),
+        },
+    }
+    if robust:
+        metrics["robustness"] = robustness(model, meta, images, labels, torch_device)
     predictions = Predictions(sources, labels, scores, images, rejected)
     if sheet is not None:
         write_misclassified_sheet(predictions, positive, Path(sheet))

@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from masksynth.classify.augment import Augment
+from masksynth.classify.calibrate import calibrate_checkpoint
 from masksynth.classify.checkpoint import normalise, predict_proba, save_classifier
+from masksynth.classify.degrade import Degrade
 from masksynth.classify.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 from masksynth.config import TRAIN, VAL, ClassifierConfig
 from masksynth.data import load_split
@@ -33,7 +35,7 @@ from masksynth.metrics.classification import binary_metrics
 from masksynth.progress import progress
 from masksynth.provenance import changes
 from masksynth.runinfo import run_record
-from masksynth.seeds import CLASSIFIER_ORDER, PROCESS, derive_seed
+from masksynth.seeds import CLASSIFIER_DEGRADE, CLASSIFIER_ORDER, PROCESS, derive_seed
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "classifier.pt"
@@ -59,6 +61,8 @@ def train_classifier(
     prep_dir, out_dir = Path(prep_dir), Path(out_dir)
     if synthetic_only and synthetic_dir is None:
         raise MasksynthError("training on synthetic images only needs --synthetic")
+    if not 0 <= config.degrade <= 1:
+        raise MasksynthError(f"--degrade must be a probability in [0, 1] (got {config.degrade})")
     prep_meta = read_prepared(prep_dir)
     inputs = classifier_inputs(prep_meta["fingerprint"], config, synthetic_dir, synthetic_only)
     done = out_dir / "train.json"
@@ -112,6 +116,7 @@ def train_classifier(
     )
     weight = _class_weights(labels, len(classes), config.class_weights, device)
     augment = Augment() if config.augment else None
+    degrade = Degrade(p=config.degrade) if config.degrade else None
     meta = {
         "arch": config.arch,
         "class_names": classes,
@@ -144,6 +149,10 @@ def train_classifier(
             ),
         ).to(device)
         model.train()
+        # the degradations' own stream: per (seed, epoch, process), so a rerun matches
+        degrade_draws = torch.Generator().manual_seed(
+            derive_seed(config.seed, CLASSIFIER_DEGRADE, epoch, ranks.rank)
+        )
         sums = {"loss": 0.0, "correct": 0, "n": 0}
         bar = progress(
             steps_per_epoch,
@@ -158,7 +167,14 @@ def train_classifier(
                 continue
             batch = ranks.shard(batch)
             loss, logits = train_step(
-                trained, optimizer, images[batch], labels[batch], augment, weight, precision
+                trained,
+                optimizer,
+                images[batch],
+                labels[batch],
+                augment,
+                weight,
+                precision,
+                (degrade, degrade_draws) if degrade else None,
             )
             schedule.step()
             sums["loss"] += loss.item() * len(batch)
@@ -203,6 +219,13 @@ def train_classifier(
     check_in_sync({"model": model}, ranks)
     if not ranks.main:
         return {"stage": "train-classifier", "rank": ranks.rank, "processes": ranks.world}
+    calibration = calibrate_checkpoint(out_dir / CHECKPOINT, val.images, val.labels, device)
+    log.info(
+        "temperature %.3f fitted on val: ECE %.4f -> %.4f",
+        calibration["temperature"],
+        calibration["ece_before"],
+        calibration["ece_after"],
+    )
     summary = {
         "stage": "train-classifier",
         "prep_dir": str(prep_dir.resolve()),
@@ -217,6 +240,7 @@ def train_classifier(
         "precision": precision,
         "best_epoch": best[1],
         "val_metrics": best[2],
+        "calibration": calibration,
         "train_seconds": round(time.perf_counter() - started, 1),
         "checkpoint": CHECKPOINT,
         "training_set": TRAINING_SET,
@@ -244,11 +268,14 @@ def classifier_inputs(
     }
 
 
-def train_step(model, optimizer, images, labels, augment, weight, precision: str):
-    """One optimiser step on a uint8 batch (augmented and normalised here, on its device)."""
+def train_step(model, optimizer, images, labels, augment, weight, precision: str, degrade=None):
+    """One optimiser step on a uint8 batch (augmented and normalised here, on its device);
+    `degrade`: (a `Degrade`, its generator) or None."""
     x = images.float() / 255.0
     if augment is not None:
         x = augment(x)
+    if degrade is not None:
+        x = degrade[0](x, degrade[1])
     x = normalise(x, IMAGENET_MEAN, IMAGENET_STD)
     with autocast(x.device, precision):
         logits = model(x).float()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import binomtest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import confusion_matrix, roc_auc_score
 
 CONFIDENCE = 0.95
 
@@ -57,4 +57,19 @@ def binary_metrics(
         "f1": f1,
         "roc_auc": auc,
         "confusion": {"tp": tp, "fn": fn, "tn": tn, "fp": fp},
+    }
+
+
+def class_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
+    """Per-class recall (with Wilson intervals) and the full confusion matrix (rows: true
+    class, columns: predicted = the most probable class), for any number of classes."""
+    y_true = np.asarray(y_true)
+    predicted = np.asarray(probs).argmax(1)
+    counts = confusion_matrix(y_true, predicted, labels=list(range(len(class_names))))
+    return {
+        "per_class": {
+            name: {"recall": _rate(int(counts[k, k]), int(counts[k].sum()))}
+            for k, name in enumerate(class_names)
+        },
+        "confusion_matrix": {"classes": list(class_names), "counts": counts.tolist()},
     }

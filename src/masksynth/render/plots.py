@@ -118,3 +118,48 @@ def histograms(panels: list[dict], path: Path) -> Path:
         ax.set_xlabel(panel.get("xlabel", ""))
         ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def robustness_bars(tables: dict[str, dict], path: Path) -> Path:
+    """Balanced accuracy under each degradation (one bar group per row of
+    `classify.robustness`), one bar per named model, the clean accuracy as a line."""
+    names = list(tables)
+    rows = tables[names[0]]["rows"]
+    labels = [f"{r['degradation']}\n{r['strength']} {r['unit']}".strip() for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(rows) * max(1, len(names))), 3.6))
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        values = [r["balanced_accuracy"] or 0.0 for r in tables[name]["rows"]]
+        xs = np.arange(len(rows)) + (k - (len(names) - 1) / 2) * width
+        colour = COLOURS.get(name)
+        ax.bar(xs, values, width, label=name, color=colour, alpha=0.85)
+        clean = tables[name]["clean_balanced_accuracy"]
+        if clean is not None:
+            ax.axhline(clean, color=colour or "k", ls="--", lw=1, alpha=0.7)
+    ax.set_xticks(np.arange(len(rows)), labels, fontsize=7)
+    ax.set_ylim(0.5, 1.0)
+    ax.set_ylabel("balanced accuracy")
+    ax.set_title("test split under camera degradations (dashed: clean)", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def reliability_diagram(curves: dict[str, dict], path: Path) -> Path:
+    """Accuracy against confidence per bin (`metrics.calibration.reliability`), with ECE."""
+    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+    for name, c in curves.items():
+        ax.plot(
+            c["confidence"],
+            c["accuracy"],
+            marker="o",
+            color=COLOURS.get(name),
+            label=f"{name} (ECE {c['ece']:.3f})",
+        )
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set_xlim(0.45, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("confidence (top class)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("reliability on the test split", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
