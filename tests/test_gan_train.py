@@ -309,6 +309,10 @@ def test_a_budget_is_replanned_each_epoch_without_the_slow_first_one():
     trainer.epoch, trainer.elapsed = 2, 30.0  # then 10 s per epoch
     trainer._plan()
     assert trainer.planned_epochs == 2 + 270 // 10
-    trainer.epoch, trainer.elapsed = 29, 300.0  # spent: no more epochs, never fewer than done
+    trainer.epoch, trainer.elapsed = 29, 310.0  # overspent: never fewer than done
     trainer._plan()
     assert trainer.planned_epochs == 29
+    trainer.config = _tiny(epochs=20, minutes=5.0)
+    trainer.epoch, trainer.elapsed = 2, 30.0  # --epochs caps what the budget would allow
+    trainer._plan()
+    assert trainer.planned_epochs == 20

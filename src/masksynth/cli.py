@@ -536,7 +536,7 @@ def experiment(
     data_dir: Annotated[Path, typer.Argument(help="Raw ImageFolder of real photos.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (RUN).")],
     preset: Annotated[
-        str, typer.Option(help="quick (~20 min on 2 CPU cores) | paper.")
+        str, typer.Option(help="quick (~25 min on 2 CPU cores) | paper.")
     ] = ExperimentConfig.preset,
     seeds: Annotated[int | None, typer.Option(help="Classifier seeds per scenario.")] = None,
     synthetic_per_class: Annotated[

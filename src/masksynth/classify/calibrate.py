@@ -9,7 +9,7 @@ import torch
 
 from masksynth.classify.checkpoint import load_classifier, predict_logits, save_classifier
 from masksynth.config import VAL
-from masksynth.metrics.calibration import expected_calibration_error, fit_temperature
+from masksynth.metrics.calibration import expected_calibration_error, fit_temperature, nll
 
 
 def calibrate_checkpoint(path: Path, images: torch.Tensor, labels, device) -> dict:
@@ -22,6 +22,9 @@ def calibrate_checkpoint(path: Path, images: torch.Tensor, labels, device) -> di
         "temperature": temperature,
         "fitted_on": VAL,
         "n": len(labels),
+        # T minimises the NLL, not the ECE: on a small val set the ECE may even rise
+        "nll_before": round(nll(logits, labels), 6),
+        "nll_after": round(nll(logits, labels, temperature), 6),
         "ece_before": expected_calibration_error(torch.softmax(logits, 1), labels),
         "ece_after": expected_calibration_error(torch.softmax(logits / temperature, 1), labels),
     }

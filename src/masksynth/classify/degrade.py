@@ -51,7 +51,7 @@ def jpeg(x: torch.Tensor, quality: int | list[int]) -> torch.Tensor:
 
 def noise(x: torch.Tensor, sigma: torch.Tensor | float, generator: torch.Generator) -> torch.Tensor:
     """Sensor noise: Gaussian of standard deviation `sigma` (a share of the full range)."""
-    sigma = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1, 1, 1)
+    sigma = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1, 1, 1).to(x.device)
     grain = torch.randn(x.shape, generator=generator, dtype=x.dtype)
     return (x + sigma * grain.to(x.device)).clamp(0, 1)
 
@@ -122,7 +122,8 @@ ROBUSTNESS = (
 @dataclass(frozen=True)
 class Degrade:
     """Training augmentation: each image gets each degradation with probability `p`, at a
-    random strength up to the report's harshest (so training covers what is measured)."""
+    random strength up to the report's harshest (so training covers what is measured; tilt
+    comes from the classic augmentation's rotation)."""
 
     p: float = 0.3
     sides: tuple[int, int] = (16, 48)

@@ -349,6 +349,8 @@ def _rate(rate: dict) -> str:
 def _mean_sd(summary: dict, percent: bool = False) -> str:
     if summary["mean"] is None:
         return "n/a"
+    if summary.get("n") == 1:  # one run (the control): a value, no spread to show
+        return f"{100 * summary['mean']:.2f} % (1 run)" if percent else f"{summary['mean']:.4f}"
     if percent:
         return f"{100 * summary['mean']:.2f} ± {100 * summary['sd']:.2f} %"
     return f"{summary['mean']:.4f} ± {summary['sd']:.4f}"
