@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import EVALUATE_KEYS
+from conftest import EVALUATE_KEYS, run_cli
 from imaging import write
 from PIL import Image
 
@@ -270,24 +270,11 @@ def test_evaluate_robustness_reports_every_degradation(tiny_classifier, tiny_pre
     from masksynth.classify.degrade import ROBUSTNESS
 
     checkpoint, _ = tiny_classifier
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "masksynth.cli",
-            "evaluate",
-            str(checkpoint),
-            str(tiny_prep),
-            "--robustness",
-            "--json",
-            str(tmp_path / "m.json"),
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    json_out = str(tmp_path / "m.json")
+    result = run_cli(
+        "evaluate", str(checkpoint), str(tiny_prep), "--robustness", "--json", json_out,
+        "--device", "cpu",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
     rows = metrics["robustness"]["rows"]

@@ -517,11 +517,7 @@ def evaluate(
     if sheet is None:
         sheet = (json_out.parent if json_out else Path(".")) / "misclassified.png"
     metrics, predictions = run(checkpoint, data_dir, split, sheet, device, robustness)
-    calibration = metrics["calibration"]
-    reliability_diagram(
-        {"model": {**calibration["reliability"], "ece": calibration["ece"]}},
-        sheet.parent / "reliability.png",
-    )
+    reliability_diagram({"model": metrics["calibration"]}, sheet.parent / "reliability.png")
     if robustness:
         robustness_bars({"model": metrics["robustness"]}, sheet.parent / "robustness.png")
     if json_out is not None:

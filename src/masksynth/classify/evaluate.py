@@ -71,7 +71,8 @@ def evaluate(
         },
     }
     if robust:
-        metrics["robustness"] = robustness(model, meta, images, labels, torch_device)
+        clean = metrics["balanced_accuracy"]
+        metrics["robustness"] = robustness(model, meta, images, labels, torch_device, clean)
     predictions = Predictions(sources, labels, scores, images, rejected)
     if sheet is not None:
         write_misclassified_sheet(predictions, positive, Path(sheet))

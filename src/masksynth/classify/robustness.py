@@ -13,9 +13,10 @@ from masksynth.seeds import ROBUSTNESS_DRAWS, derive_seed
 
 
 def robustness(
-    model, meta: dict, images: torch.Tensor, labels: np.ndarray, device, seed: int = 0
+    model, meta: dict, images: torch.Tensor, labels: np.ndarray, device, clean, seed: int = 0
 ) -> dict:
-    """Balanced accuracy on `images` (uint8, the model's size) clean and degraded."""
+    """Balanced accuracy on `images` (uint8, the model's size) degraded, beside `clean`, the
+    caller's balanced accuracy on the same images undegraded."""
     positive = meta["class_names"].index(meta["positive_class"])
     x = images.float() / 255.0
 
@@ -23,7 +24,6 @@ def robustness(
         scores = predict_proba(model, inputs, meta, device)[:, positive].numpy()
         return binary_metrics(labels, scores, positive)["balanced_accuracy"]
 
-    clean = balanced_accuracy(x)
     rows = []
     for k, (name, unit, strengths, degrade) in enumerate(ROBUSTNESS):
         for strength in strengths:

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -174,7 +175,7 @@ def train_classifier(
                 augment,
                 weight,
                 precision,
-                (degrade, degrade_draws) if degrade else None,
+                partial(degrade, generator=degrade_draws) if degrade else None,
             )
             schedule.step()
             sums["loss"] += loss.item() * len(batch)
@@ -269,13 +270,13 @@ def classifier_inputs(
 
 
 def train_step(model, optimizer, images, labels, augment, weight, precision: str, degrade=None):
-    """One optimiser step on a uint8 batch (augmented and normalised here, on its device);
-    `degrade`: (a `Degrade`, its generator) or None."""
+    """One optimiser step on a uint8 batch (augmented, degraded and normalised here, on its
+    device); `augment` and `degrade` map a [0, 1] batch to another, or are None."""
     x = images.float() / 255.0
     if augment is not None:
         x = augment(x)
     if degrade is not None:
-        x = degrade[0](x, degrade[1])
+        x = degrade(x)
     x = normalise(x, IMAGENET_MEAN, IMAGENET_STD)
     with autocast(x.device, precision):
         logits = model(x).float()

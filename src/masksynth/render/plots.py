@@ -144,13 +144,14 @@ def robustness_bars(tables: dict[str, dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def reliability_diagram(curves: dict[str, dict], path: Path) -> Path:
-    """Accuracy against confidence per bin (`metrics.calibration.reliability`), with ECE."""
+def reliability_diagram(calibrations: dict[str, dict], path: Path) -> Path:
+    """Accuracy against confidence per bin, with the ECE, for each named `calibration`
+    record of `evaluate` (its `reliability` bins and `ece`)."""
     fig, ax = plt.subplots(figsize=(4.4, 4.2))
-    for name, c in curves.items():
+    for name, c in calibrations.items():
         ax.plot(
-            c["confidence"],
-            c["accuracy"],
+            c["reliability"]["confidence"],
+            c["reliability"]["accuracy"],
             marker="o",
             color=COLOURS.get(name),
             label=f"{name} (ECE {c['ece']:.3f})",

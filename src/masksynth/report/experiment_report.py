@@ -239,15 +239,10 @@ def _robustness_and_calibration(doc: Document, results: dict, runs: dict, figure
     )
     tables = {n: seeds[0]["test"]["robustness"] for n, seeds in runs.items()}
     doc.image(plots.robustness_bars(tables, figures / "robustness.png"), "robustness (seed 0)")
-    curves = {
-        n: {
-            **seeds[0]["test"]["calibration"]["reliability"],
-            "ece": seeds[0]["test"]["calibration"]["ece"],
-        }
-        for n, seeds in runs.items()
-    }
+    calibrations = {n: seeds[0]["test"]["calibration"] for n, seeds in runs.items()}
     doc.image(
-        plots.reliability_diagram(curves, figures / "reliability.png"), "reliability (seed 0)"
+        plots.reliability_diagram(calibrations, figures / "reliability.png"),
+        "reliability (seed 0)",
     )
 
 
