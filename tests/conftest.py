@@ -129,6 +129,25 @@ def tiny_prep(tmp_path_factory) -> Path:
     return root / "prep"
 
 
+def real_prep(real_data: Path, root: Path, per_class: int, seed: int, split) -> Path:
+    """`per_class` dev photos per class drawn with `seed`, copied to root/raw and prepared
+    (faces cropped, 64 px) into root/prep with the given split fractions."""
+    import random
+    import shutil
+
+    from masksynth.config import PrepareConfig
+    from masksynth.data.prepare import prepare
+
+    rng = random.Random(seed)
+    for label in ("with_mask", "without_mask"):
+        files = sorted(p for p in (real_data / label).iterdir() if p.suffix == ".jpg")
+        (root / "raw" / label).mkdir(parents=True, exist_ok=True)
+        for path in rng.sample(files, per_class):
+            shutil.copy2(path, root / "raw" / label / path.name)
+    prepare(root / "raw", root / "prep", PrepareConfig(sizes=(64,), split=split))
+    return root / "prep"
+
+
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """`masksynth ARGS...` in a child process, its output captured."""
     return subprocess.run(

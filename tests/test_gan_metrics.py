@@ -3,6 +3,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import real_prep
 from PIL import Image
 
 from masksynth.data import load_split
@@ -98,20 +99,7 @@ def test_features_and_fid_match_the_reference_fid_helper(tiny_prep):
 def test_real_faces_score_as_faces_in_the_face_space(real_data, tmp_path):
     """Judged in SFace's face space: real test faces against themselves have the real face
     rate and a face KID near 0; the same faces shuffled into noise have no face at all."""
-    import random
-    import shutil
-
-    from masksynth.config import PrepareConfig
-    from masksynth.data.prepare import prepare
-
-    rng = random.Random(2)
-    for label in ("with_mask", "without_mask"):
-        files = sorted(p for p in (real_data / label).iterdir() if p.suffix == ".jpg")
-        for path in rng.sample(files, 40):
-            (tmp_path / "raw" / label).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, tmp_path / "raw" / label / path.name)
-    prep = tmp_path / "prep"
-    prepare(tmp_path / "raw", prep, PrepareConfig(sizes=(64,), split=(0.4, 0.1, 0.5)))
+    prep = real_prep(real_data, tmp_path, 40, 2, (0.4, 0.1, 0.5))
     test = load_split(prep, "test", 64)
     same = {name: test.images[test.labels == k] for k, name in enumerate(test.class_names)}
     _write_folder(tmp_path / "same", same)

@@ -2,19 +2,18 @@
 private but poor; the release filter drops copies and keeps unseen photos."""
 
 import json
-import random
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import real_prep
 from PIL import Image
 
-from masksynth.config import AuditConfig, PrepareConfig, gan_config
+from masksynth.config import AuditConfig, gan_config
 from masksynth.data import load_split
-from masksynth.data.prepare import prepare
+from masksynth.errors import MasksynthError
 from masksynth.fileio import read_csv
 from masksynth.gan.train import train_gan
 from masksynth.privacy.audit import run_audit
@@ -28,15 +27,7 @@ PER_CLASS = 64
 @pytest.fixture(scope="module")
 def faces(real_data, tmp_path_factory):
     """A prepared folder of 2 x 64 real photos (faces cropped), half of them for training."""
-    root = tmp_path_factory.mktemp("faces")
-    rng = random.Random(1)
-    for label in ("with_mask", "without_mask"):
-        files = sorted(p for p in (real_data / label).iterdir() if p.suffix == ".jpg")
-        for path in rng.sample(files, PER_CLASS):
-            (root / "raw" / label).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, root / "raw" / label / path.name)
-    prepare(root / "raw", root / "prep", PrepareConfig(sizes=(64,), split=(0.5, 0.25, 0.25)))
-    return root / "prep"
+    return real_prep(real_data, tmp_path_factory.mktemp("faces"), PER_CLASS, 1, (0.5, 0.25, 0.25))
 
 
 def _write_set(folder, images, labels, classes):
@@ -135,6 +126,13 @@ def test_filtered_sample_records_what_it_dropped(faces, tmp_path):
     assert sum(info["dropped"].values()) == len(dropped)
     kept_latents = {(r["label"], int(r["latent_index"])) for r in manifest}
     assert not kept_latents & {(r["label"], int(r["latent_index"])) for r in dropped}
+    # one matcher (the quick experiment's): a different filter, so the sample is drawn anew
+    again = sample(
+        run, tmp_path / "synth", 20, device="cpu", privacy_filter=True, matchers=("sface",)
+    )
+    assert not again.get("reused") and set(again["privacy_filter"]["identity"]) == {"sface"}
+    with pytest.raises(MasksynthError, match="unknown face matcher 'arcface'"):
+        sample(run, tmp_path / "s2", 20, device="cpu", privacy_filter=True, matchers=("arcface",))
 
 
 def test_audit_cli_prints_the_verdict_and_rejects_bad_input(faces, tmp_path):

@@ -23,6 +23,7 @@ from masksynth.config import (
     TEST,
     AuditConfig,
     ClassifierConfig,
+    Decision,
     ExperimentConfig,
     PrepareConfig,
     experiment_config,
@@ -319,11 +320,16 @@ def sample(
         Path | None,
         typer.Option(help="The GAN's prepared folder (default: the one named in gan.json)."),
     ] = None,
+    matchers: Annotated[
+        str, typer.Option(help="Face matchers of the privacy filter: sface, dlib.")
+    ] = ",".join(AuditConfig.matchers),
 ) -> None:
     """Generate synthetic faces as PNGs per class, with a manifest to regenerate any image."""
     from masksynth.stages import sample as run  # start-up cost
 
-    meta = run(run_dir, out, n_per_class, seed, device, privacy_filter, prep)
+    meta = run(
+        run_dir, out, n_per_class, seed, device, privacy_filter, prep, matchers=_names(matchers)
+    )
     log.info("%d images per class in %s", meta["n_per_class"], out)
 
 
@@ -576,6 +582,12 @@ def experiment(
             "--audit/--no-audit", help="Privacy audit of the synthetic set (default: on)."
         ),
     ] = None,
+    matchers: Annotated[
+        str | None,
+        typer.Option(
+            help="Face matchers of the privacy filter and audit: sface, dlib (default: preset)."
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
 ) -> None:
     """The paper's experiment end to end: real vs real+synthetic, several seeds, one report."""
@@ -595,6 +607,7 @@ def experiment(
         control=control,
         privacy_filter=privacy_filter,
         audit=audit,
+        matchers=None if matchers is None else _names(matchers),
         device=device,
     )
     results = run_experiment(data_dir, out, config)
@@ -605,6 +618,70 @@ def experiment(
     if results.get("audit"):
         log.info("privacy audit: %s", results["audit"]["statement"])
     log.info("report: %s (and report.html, results.json)", out / "report.md")
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="classifier.pt from 'train-classifier', or its .onnx export.")
+    ],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Photos, folders (recursive), videos, or a camera index (0)."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for predictions.jsonl|csv (default: stdout)."),
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="jsonl | csv.")] = "jsonl",
+    annotate: Annotated[
+        bool, typer.Option(help="Also write copies with boxes and labels to OUT/annotated/.")
+    ] = False,
+    threshold: Annotated[
+        float, typer.Option(help="P(positive class) at or above this: the positive label.")
+    ] = Decision.threshold,
+    uncertain_band: Annotated[
+        float, typer.Option(help="Flag 'uncertain' within this distance of the threshold.")
+    ] = Decision.uncertain_band,
+    every: Annotated[int, typer.Option(help="Video and camera: every N-th frame.")] = 1,
+    max_frames: Annotated[
+        int, typer.Option(help="Video and camera: at most this many frames each (0: all).")
+    ] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    backend: Annotated[
+        str, typer.Option(help="torch | onnxruntime (a .onnx model always uses onnxruntime).")
+    ] = "torch",
+) -> None:
+    """Classify every face in photos, videos or a camera: one record per face."""
+    from masksynth.deploy.predict import predict as run  # start-up cost
+    from masksynth.deploy.predictor import FacePredictor
+
+    predictor = FacePredictor(checkpoint, device, Decision(threshold, uncertain_band), backend)
+    summary = run(predictor, inputs, out, output_format, annotate, every, max_frames)
+    log.info(
+        "%d frame(s), %d face(s) %s, %d without a face, %d unreadable; %.1f frames/s%s",
+        summary["frames"],
+        summary["faces"],
+        summary["labels"],
+        summary["no_face"],
+        summary["errors"],
+        summary["frames_per_s"] or 0.0,
+        f"; {out}" if out else "",
+    )
+    if summary["interrupted"]:
+        raise typer.Exit(INTERRUPTED)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="classifier.pt from 'train-classifier'.")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="The ONNX file to write.")],
+) -> None:
+    """Export a classifier to ONNX: pixels in, calibrated probabilities out, metadata inside."""
+    from masksynth.deploy.backends import export_onnx  # start-up cost
+
+    meta = export_onnx(checkpoint, onnx)
+    log.info("%s: %s, %d px, classes %s", onnx, meta["arch"], meta["size"], meta["class_names"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,6 +85,7 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
         config.device,
         privacy_filter=config.privacy_filter,
         prep_dir=prep_dir,
+        matchers=config.matchers,
     )
     audit = None
     if config.audit:
@@ -204,6 +205,8 @@ def _audit_or_reuse(synth_dir: Path, prep_dir: Path, audit_dir: Path, config) ->
     if config.audit_inception:
         n = config.audit_inception
         subsets = dict(inception_synthetic=n, inception_holdout=n, inception_train=2 * n)
+    if config.matchers:
+        subsets["matchers"] = tuple(config.matchers)
     audit_config = AuditConfig(device=config.device, **subsets)
     previous = audit_dir / "audit.json"
     if previous.is_file():

@@ -35,8 +35,10 @@ def sample(
     privacy_filter: bool = False,
     prep_dir: str | Path | None = None,
     max_candidates: int = 10,
+    matchers: tuple[str, ...] | None = None,
 ) -> dict:
     """`gan.sample.sample`; with `privacy_filter`, through the release filter calibrated on
-    the GAN's prepared folder (`prep_dir`, default: the one its gan.json names)."""
-    screen = release_screen(run_dir, prep_dir, max_candidates) if privacy_filter else None
+    the GAN's prepared folder (`prep_dir`, default: the one its gan.json names) with the
+    face `matchers` (default: the audit's)."""
+    screen = release_screen(run_dir, prep_dir, max_candidates, matchers) if privacy_filter else None
     return sampling.sample(run_dir, out_dir, n_per_class, seed, device, screen, max_candidates)

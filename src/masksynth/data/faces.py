@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from masksynth.errors import MasksynthError
 
@@ -101,3 +102,11 @@ def square_around(
 def centre_square(width: int, height: int) -> tuple[int, int, int]:
     side = min(width, height)
     return (width - side) // 2, (height - side) // 2, side
+
+
+def crop_resized(image: Image.Image, crop: tuple[int, int, int], size: int) -> np.ndarray:
+    """The (3, size, size) uint8 crop of a square (x0, y0, side): the one way training data
+    and every prediction path cut a face out of a photo."""
+    x0, y0, side = crop
+    region = image.crop((x0, y0, x0 + side, y0 + side))
+    return np.asarray(region.resize((size, size), Image.Resampling.LANCZOS)).transpose(2, 0, 1)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from masksynth.config import TEST, TRAIN, VAL
 from masksynth.data.decode import RejectedImage, decode_image
-from masksynth.data.faces import FaceDetector, centre_square, square_around
+from masksynth.data.faces import FaceDetector, centre_square, crop_resized, square_around
 from masksynth.errors import MasksynthError
 
 _SPLIT_ALIASES = {
@@ -177,11 +177,7 @@ def process_file(
     record["crop_box"] = [x0, y0, side]
     if side < min(options.sizes):
         record["flags"].append("low_res")
-    region = pil.crop((x0, y0, x0 + side, y0 + side))
-    arrays = {
-        size: np.asarray(region.resize((size, size), Image.Resampling.LANCZOS)).transpose(2, 0, 1)
-        for size in options.sizes
-    }
+    arrays = {size: crop_resized(pil, crop, size) for size in options.sizes}
     return record, arrays
 
 

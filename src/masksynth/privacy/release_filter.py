@@ -26,7 +26,7 @@ import torch
 
 from masksynth.config import AuditConfig
 from masksynth.data.cache import read_prepared
-from masksynth.data.identity import embed_identities, most_similar
+from masksynth.data.identity import embed_identities, matcher, most_similar
 from masksynth.errors import MasksynthError
 from masksynth.fileio import read_json
 from masksynth.gan.sample import Screen
@@ -135,14 +135,24 @@ def build_filter(prep_dir: str | Path, config) -> ReleaseFilter:
 DETAILS = ("identity_cosine", "pixel_distance", "pixel_ratio", "nearest_train")
 
 
-def release_screen(run_dir: str | Path, prep_dir: str | Path | None, max_candidates: int = 10):
+def release_screen(
+    run_dir: str | Path,
+    prep_dir: str | Path | None,
+    max_candidates: int = 10,
+    matchers: tuple[str, ...] | None = None,
+):
     """`gan.sample`'s screen for a privacy-filtered release of the GAN in `run_dir`.
 
     Checks that `prep_dir` (default: the one gan.json names) holds the very photos the GAN
-    learned from; the filter itself is built only when a sample is drawn.
+    learned from; the filter itself is built only when a sample is drawn. `matchers`: the
+    face matchers (default: AuditConfig's).
     """
     prep_dir = _gan_prep_dir(Path(run_dir), prep_dir)
-    config = AuditConfig()
+    config = AuditConfig(**({} if matchers is None else {"matchers": tuple(matchers)}))
+    if not config.matchers:
+        raise MasksynthError("the privacy filter needs at least one face matcher")
+    for name in config.matchers:
+        matcher(name)  # an unknown name fails now, not after the GAN has sampled
     keys = ("filter_holdout", "near_copy_quantile", "identity_far", "matchers")
     inputs = {
         "prepared": read_prepared(prep_dir)["fingerprint"],

@@ -1,0 +1,194 @@
+"""`masksynth predict`: records for every face of every photo, video frame or camera frame.
+
+One record per face; a frame without a face and a file that cannot be read get one record
+each (status `no_face` / `error`, with the reason), so every input is accounted for. Records
+stream to stdout as JSON lines, or go to OUT/predictions.jsonl|csv, written under a
+temporary name and renamed when the run ends (Ctrl-C ends it cleanly, keeping what was
+done).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+import cv2
+
+from masksynth.deploy.annotate import draw
+from masksynth.deploy.predictor import FacePredictor
+from masksynth.deploy.sources import Frame, expand, frames
+from masksynth.errors import MasksynthError
+from masksynth.fileio import atomic_open
+
+log = logging.getLogger(__name__)
+FORMATS = ("jsonl", "csv")
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def csv_fields(probability_key: str) -> list[str]:
+    return [
+        "source",
+        "frame",
+        "time_s",
+        "face",
+        "status",
+        "x",
+        "y",
+        "w",
+        "h",
+        "face_score",
+        probability_key,
+        "label",
+        "confidence",
+        "uncertain",
+        "reason",
+    ]
+
+
+def frame_records(predictor: FacePredictor, frame: Frame) -> list[dict]:
+    """The records of one frame: one per face, or one saying why there are none."""
+    where = {"source": frame.source, "frame": frame.frame, "time_s": frame.time_s}
+    if frame.rgb is None:
+        return [{**where, "face": None, "status": "error", "reason": frame.error}]
+    faces = predictor.predict(frame.rgb)
+    if not faces:
+        return [{**where, "face": None, "status": "no_face", "reason": "no face found"}]
+    return [{**where, "face": i, "status": "ok", **face} for i, face in enumerate(faces)]
+
+
+class RecordSink:
+    """JSON lines or CSV rows, to a stream or (atomically) to a file."""
+
+    def __init__(self, handle: IO, fmt: str, probability_key: str) -> None:
+        self.handle, self.fmt = handle, fmt
+        self.csv = None
+        if fmt == "csv":
+            self.csv = csv.DictWriter(
+                handle, fieldnames=csv_fields(probability_key), extrasaction="ignore"
+            )
+            self.csv.writeheader()
+
+    def write(self, record: dict) -> None:
+        if self.csv is not None:
+            box = record.get("box") or [None] * 4
+            self.csv.writerow({**record, **dict(zip("xywh", box, strict=True))})
+        else:
+            self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+
+
+@contextlib.contextmanager
+def _sink(out_dir: Path | None, fmt: str, probability_key: str) -> Iterator[RecordSink]:
+    if out_dir is None:
+        yield RecordSink(sys.stdout, fmt, probability_key)
+        return
+    kwargs = {"newline": ""} if fmt == "csv" else {}
+    with atomic_open(out_dir / f"predictions.{fmt}", "w", encoding="utf-8", **kwargs) as handle:
+        yield RecordSink(handle, fmt, probability_key)
+
+
+class Annotator:
+    """Annotated copies under OUT/annotated/: photos as images, each video as one .mp4."""
+
+    def __init__(self, folder: Path, predictor: FacePredictor) -> None:
+        self.folder, self.predictor = folder, predictor
+        self.videos: dict[str, tuple[cv2.VideoWriter, Path, Path]] = {}
+
+    def add(self, frame: Frame, records: list[dict]) -> None:
+        if frame.rgb is None:
+            return
+        faces = [r for r in records if r["status"] == "ok"]
+        bgr = draw(frame.rgb, faces, self.predictor.classes[self.predictor.positive])
+        target = self.folder / PurePosixPath(frame.source)
+        if frame.frame is None:
+            suffix = target.suffix.lower() if target.suffix.lower() in PHOTO_SUFFIXES else ".png"
+            ok, data = cv2.imencode(suffix, bgr)
+            if ok:
+                with atomic_open(target.with_suffix(suffix), "wb") as handle:
+                    handle.write(data.tobytes())
+            return
+        if frame.source not in self.videos:
+            final = target.with_suffix(".mp4")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            partial = final.with_name(f".{final.name}.part.mp4")
+            height, width = bgr.shape[:2]
+            writer = cv2.VideoWriter(
+                str(partial), cv2.VideoWriter_fourcc(*"mp4v"), frame.fps or 25.0, (width, height)
+            )
+            self.videos[frame.source] = (writer, partial, final)
+        self.videos[frame.source][0].write(bgr)
+
+    def close(self) -> None:
+        for writer, partial, final in self.videos.values():
+            writer.release()
+            partial.replace(final)
+        self.videos.clear()
+
+
+def predict(
+    predictor: FacePredictor,
+    inputs: list[str],
+    out_dir: Path | None = None,
+    fmt: str = "jsonl",
+    annotate: bool = False,
+    every: int = 1,
+    max_frames: int = 0,
+) -> dict:
+    """Run `predictor` over `inputs`; returns a summary (counts, labels, frames per second)."""
+    if fmt not in FORMATS:
+        raise MasksynthError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+    if every < 1 or max_frames < 0:
+        raise MasksynthError("--every must be >= 1 and --max-frames >= 0")
+    if annotate and out_dir is None:
+        raise MasksynthError("--annotate needs --out DIR for the annotated copies")
+    items = expand(inputs)
+    counts: Counter = Counter()
+    labels: Counter = Counter()
+    annotator = Annotator(out_dir / "annotated", predictor) if annotate and out_dir else None
+    started = time.perf_counter()
+    interrupted = False
+    settings = predictor.meta["prepare"]
+    with _sink(out_dir, fmt, predictor.probability_key) as sink:
+        try:
+            for item in items:
+                for frame in frames(item, settings, every, max_frames):
+                    records = frame_records(predictor, frame)
+                    for record in records:
+                        sink.write(record)
+                    status = records[0]["status"]
+                    counts["frames"] += 1
+                    counts[status if status != "ok" else "frames_with_faces"] += 1
+                    counts["faces"] += sum(r["status"] == "ok" for r in records)
+                    labels.update(r["label"] for r in records if r["status"] == "ok")
+                    if status == "error":
+                        log.warning("skipped %s: %s", frame.source, frame.error)
+                    if annotator is not None:
+                        annotator.add(frame, records)
+        except KeyboardInterrupt:
+            interrupted = True  # keep everything done so far
+        finally:
+            if annotator is not None:
+                annotator.close()
+    seconds = time.perf_counter() - started
+    return {
+        "inputs": len(items),
+        "frames": counts["frames"],
+        "frames_with_faces": counts["frames_with_faces"],
+        "no_face": counts["no_face"],
+        "errors": counts["error"],
+        "faces": counts["faces"],
+        "labels": dict(labels),
+        "uncertain_band": predictor.decision.uncertain_band,
+        "threshold": predictor.decision.threshold,
+        "seconds": round(seconds, 2),
+        "frames_per_s": round(counts["frames"] / seconds, 2) if seconds > 0 else None,
+        "interrupted": interrupted,
+    }
