@@ -148,6 +148,45 @@ def real_prep(real_data: Path, root: Path, per_class: int, seed: int, split) -> 
     return root / "prep"
 
 
+@pytest.fixture(scope="session")
+def model(real_data, tmp_path_factory):
+    """A ResNet18 trained 3 epochs on 2 x 30 face-cropped dev photos, and its folder (raw
+    photos in root/raw, prepared ones in root/prep): the model deployment tests run."""
+    from masksynth.classify.train import train_classifier
+    from masksynth.config import classifier_config
+
+    root = tmp_path_factory.mktemp("model")
+    real_prep(real_data, root, 30, 3, (0.6, 0.2, 0.2))
+    config = classifier_config("paper", epochs=3, batch_size=16, device="cpu", precision="fp32")
+    train_classifier(root / "prep", root / "clf", config)
+    return root / "clf" / "classifier.pt", root
+
+
+def photo_with_one_face(root: Path, label: str, index: int = 0) -> Path:
+    """A photo of `root`/raw of the class with one face (prepare's own detection), at least
+    200 px wide: the index-th most confident such face."""
+    from masksynth.fileio import read_csv
+
+    rows = [
+        r
+        for r in read_csv(root / "prep" / "manifest.csv")
+        if r["label"] == label and r["n_faces"] == "1" and int(r["width"] or 0) >= 200
+    ]
+    rows.sort(key=lambda r: -float(r.get("face_score") or 0))
+    return root / "raw" / rows[index]["source"]
+
+
+def side_by_side(*photos, size=(640, 480)):
+    """A frame holding each photo side by side, scaled to fit its slot."""
+    canvas = Image.new("RGB", size, (128, 128, 128))
+    slot = size[0] // len(photos)
+    for i, path in enumerate(photos):
+        image = Image.open(path).convert("RGB")
+        image.thumbnail((slot - 20, size[1] - 20))
+        canvas.paste(image, (i * slot + 10, (size[1] - image.height) // 2))
+    return np.asarray(canvas)
+
+
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """`masksynth ARGS...` in a child process, its output captured."""
     return subprocess.run(

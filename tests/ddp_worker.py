@@ -15,7 +15,7 @@ import torch
 import masksynth.classify.train as classify_train
 import masksynth.gan.loop as gan_loop
 import masksynth.gan.train as gan_train
-from masksynth.config import ClassifierConfig, gan_config
+from masksynth.config import classifier_config, gan_config
 
 prep, out, spy = (Path(a).resolve() for a in sys.argv[1:4])
 rank = int(os.environ["RANK"])
@@ -78,7 +78,7 @@ for pair in seen["trainer"].pairs:
     weights.update({f"{pair.name}.D.{k}": v for k, v in pair.D.named_parameters()})
 torch.save(weights, spy / f"gan-rank{rank}.pt")
 
-clf = ClassifierConfig(epochs=2, batch_size=8, device="cpu", precision="fp32")
+clf = classifier_config("paper", epochs=2, batch_size=8, device="cpu", precision="fp32")
 classify_train.train_classifier(prep, out / "clf", clf)
 torch.save(seen["model"].state_dict(), spy / f"clf-rank{rank}.pt")
 

@@ -19,7 +19,7 @@ from masksynth.classify.checkpoint import load_classifier
 from masksynth.classify.evaluate import evaluate
 from masksynth.classify.models import build_model
 from masksynth.classify.train import train_classifier
-from masksynth.config import ClassifierConfig
+from masksynth.config import classifier_config
 from masksynth.data import load_split
 from masksynth.errors import MasksynthError
 
@@ -27,7 +27,7 @@ from masksynth.errors import MasksynthError
 @pytest.fixture(scope="module")
 def tiny_classifier(tiny_prep, tmp_path_factory):
     out = tmp_path_factory.mktemp("clf")
-    config = ClassifierConfig(epochs=2, batch_size=16, device="cpu", precision="fp32")
+    config = classifier_config("paper", epochs=2, batch_size=16, device="cpu", precision="fp32")
     summary = train_classifier(tiny_prep, out, config)
     return out / "classifier.pt", summary
 
@@ -48,7 +48,7 @@ def test_training_writes_a_complete_run(tiny_classifier, tiny_prep):
     again = train_classifier(
         tiny_prep,
         checkpoint.parent,
-        ClassifierConfig(epochs=2, batch_size=16, device="cpu", precision="fp32"),
+        classifier_config("paper", epochs=2, batch_size=16, device="cpu", precision="fp32"),
     )
     assert again["train_seconds"] == summary["train_seconds"]
 
@@ -209,7 +209,7 @@ def test_a_classifier_is_reused_only_when_built_from_the_same_inputs(tiny_prep, 
     from masksynth.data.prepare import prepare
     from masksynth.fileio import read_csv
 
-    config = ClassifierConfig(epochs=1, batch_size=16, device="cpu", precision="fp32")
+    config = classifier_config("paper", epochs=1, batch_size=16, device="cpu", precision="fp32")
     out = tmp_path / "clf"
     checkpoint = out / "classifier.pt"
 
@@ -291,8 +291,8 @@ def test_camera_degradations_in_training_follow_the_seed(tiny_prep, tmp_path):
     """--degrade changes what the model learns from, reproducibly for a seed."""
 
     def weights(name: str, degrade: float) -> dict:
-        config = ClassifierConfig(
-            epochs=1, batch_size=16, degrade=degrade, device="cpu", precision="fp32"
+        config = classifier_config(
+            "paper", epochs=1, batch_size=16, degrade=degrade, device="cpu", precision="fp32"
         )
         train_classifier(tiny_prep, tmp_path / name, config)
         model, _ = load_classifier(tmp_path / name / "classifier.pt", torch.device("cpu"))
@@ -302,4 +302,6 @@ def test_camera_degradations_in_training_follow_the_seed(tiny_prep, tmp_path):
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not all(torch.equal(first[k], plain[k]) for k in first)
     with pytest.raises(MasksynthError, match="--degrade"):
-        train_classifier(tiny_prep, tmp_path / "d", ClassifierConfig(degrade=1.5, device="cpu"))
+        train_classifier(
+            tiny_prep, tmp_path / "d", classifier_config("paper", degrade=1.5, device="cpu")
+        )

@@ -112,7 +112,14 @@ def test_option_defaults_are_the_configs_own():
     import typer
 
     from masksynth import cli
-    from masksynth.config import AuditConfig, ClassifierConfig, ExperimentConfig, PrepareConfig
+    from masksynth.config import (
+        AuditConfig,
+        ClassifierConfig,
+        Decision,
+        ExperimentConfig,
+        PrepareConfig,
+        ServiceConfig,
+    )
 
     commands = typer.main.get_command(cli.app).commands
     checked = 0
@@ -120,6 +127,8 @@ def test_option_defaults_are_the_configs_own():
         "prepare": PrepareConfig,
         "audit": AuditConfig,
         "train-classifier": ClassifierConfig,
+        "predict": Decision,
+        "serve": ServiceConfig,
         "experiment": ExperimentConfig,
     }.items():
         defaults = {f.name: f.default for f in dataclasses.fields(config)}

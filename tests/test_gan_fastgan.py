@@ -10,7 +10,7 @@ from PIL import Image
 
 from masksynth.classify.evaluate import evaluate
 from masksynth.classify.train import train_classifier
-from masksynth.config import ClassifierConfig, PrepareConfig, gan_config
+from masksynth.config import PrepareConfig, classifier_config, gan_config
 from masksynth.data.prepare import prepare
 from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
 from masksynth.gan.networks import build_discriminator, build_generator
@@ -101,7 +101,7 @@ def test_a_tiny_run_learns_the_classes(toy_prep, tmp_path):
     losses = [r["loss_d"] for r in records if "loss_d" in r]
     assert max(losses) - min(losses) > 0.05, losses
     sample(run, tmp_path / "synth", 40, device="cpu")
-    config = ClassifierConfig(epochs=3, batch_size=16, device="cpu", precision="fp32")
+    config = classifier_config("paper", epochs=3, batch_size=16, device="cpu", precision="fp32")
     train_classifier(toy_prep, tmp_path / "tstr", config, tmp_path / "synth", synthetic_only=True)
     metrics, _ = evaluate(tmp_path / "tstr/classifier.pt", toy_prep, "test", None, "cpu")
     assert metrics["balanced_accuracy"] >= 0.8, metrics

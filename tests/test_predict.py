@@ -9,51 +9,15 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from conftest import real_prep, run_cli
+from conftest import photo_with_one_face, run_cli, side_by_side
 from PIL import Image
 
 from masksynth.classify.evaluate import evaluate
-from masksynth.classify.train import train_classifier
-from masksynth.config import ClassifierConfig, Decision
+from masksynth.config import Decision
 from masksynth.data import load_split
 from masksynth.deploy.predict import predict
 from masksynth.deploy.predictor import FacePredictor
 from masksynth.errors import MasksynthError
-from masksynth.fileio import read_csv
-
-PER_CLASS = 30
-
-
-@pytest.fixture(scope="module")
-def model(real_data, tmp_path_factory):
-    """A ResNet18 trained 3 epochs on 2 x 30 face-cropped dev photos, and those photos."""
-    root = tmp_path_factory.mktemp("predict")
-    real_prep(real_data, root, PER_CLASS, 3, (0.6, 0.2, 0.2))
-    config = ClassifierConfig(epochs=3, batch_size=16, device="cpu", precision="fp32")
-    train_classifier(root / "prep", root / "clf", config)
-    return root / "clf" / "classifier.pt", root
-
-
-def _photo(root, label, index=0):
-    """The class's photo with the index-th most confident face (prepare's own detection)."""
-    rows = [
-        r
-        for r in read_csv(root / "prep" / "manifest.csv")
-        if r["label"] == label and r["n_faces"] == "1" and int(r["width"] or 0) >= 200
-    ]
-    rows.sort(key=lambda r: -float(r.get("face_score") or 0))
-    return root / "raw" / rows[index]["source"]
-
-
-def _canvas(*photos, size=(640, 480)):
-    """A frame holding each photo side by side, scaled to fit its slot."""
-    canvas = Image.new("RGB", size, (128, 128, 128))
-    slot = size[0] // len(photos)
-    for i, path in enumerate(photos):
-        image = Image.open(path).convert("RGB")
-        image.thumbnail((slot - 20, size[1] - 20))
-        canvas.paste(image, (i * slot + 10, (size[1] - image.height) // 2))
-    return np.asarray(canvas)
 
 
 def test_a_photo_is_cropped_and_scored_exactly_as_evaluate_does(model):
@@ -77,13 +41,13 @@ def test_a_photo_is_cropped_and_scored_exactly_as_evaluate_does(model):
 def test_every_face_of_a_frame_gets_its_own_record(model):
     checkpoint, root = model
     predictor = FacePredictor(checkpoint, "cpu")
-    left, right = _photo(root, "with_mask"), _photo(root, "without_mask")
-    frame = _canvas(left, right)
+    left, right = photo_with_one_face(root, "with_mask"), photo_with_one_face(root, "without_mask")
+    frame = side_by_side(left, right)
     faces = predictor.predict(frame)
     assert len(faces) == 2
     centres = sorted(f["box"][0] + f["box"][2] / 2 for f in faces)
     assert centres[0] < 320 < centres[1]  # one face in each half
-    alone = [predictor.predict(_canvas(p, size=(320, 480)))[0] for p in (left, right)]
+    alone = [predictor.predict(side_by_side(p, size=(320, 480)))[0] for p in (left, right)]
     assert all(0.0 <= f["p_without_mask"] <= 1.0 and f["label"] for f in faces + alone)
     grey = np.full((480, 640, 3), 128, np.uint8)
     assert predictor.predict(grey) == []
@@ -103,7 +67,7 @@ def test_the_decision_threshold_and_uncertain_band(model):
 
 def test_a_video_is_read_frame_by_frame_and_annotated(model, tmp_path):
     checkpoint, root = model
-    frame = _canvas(_photo(root, "without_mask", 1))
+    frame = side_by_side(photo_with_one_face(root, "without_mask", 1))
     path = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (640, 480))
     for i in range(8):
@@ -124,8 +88,8 @@ def test_bad_files_are_reported_by_name_and_the_run_goes_on(model, tmp_path):
     checkpoint, root = model
     folder = tmp_path / "drop"
     folder.mkdir()
-    shutil.copy(_photo(root, "with_mask"), folder / "good.jpg")
-    data = _photo(root, "with_mask").read_bytes()
+    shutil.copy(photo_with_one_face(root, "with_mask"), folder / "good.jpg")
+    data = photo_with_one_face(root, "with_mask").read_bytes()
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
     (folder / "empty.png").write_bytes(b"")
     (folder / "notes.txt").write_text("not a photo")
@@ -151,7 +115,7 @@ def test_user_errors_are_one_line(model, tmp_path):
     assert missing.returncode == 2 and "nowhere.jpg: no such file" in missing.stderr
     bogus = tmp_path / "bogus.pt"
     bogus.write_bytes(b"not a checkpoint")
-    bad = run_cli("predict", str(bogus), str(_photo(root, "with_mask")))
+    bad = run_cli("predict", str(bogus), str(photo_with_one_face(root, "with_mask")))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     camera = run_cli("predict", str(checkpoint), "7", "--max-frames", "1")
     assert camera.returncode == 0
@@ -171,7 +135,7 @@ def test_onnx_export_gives_torch_probabilities(model, tmp_path):
         crops = load_split(root / "prep", split, 64).images.numpy()
         expected, got = torch_run.probabilities(crops), onnx_run.probabilities(crops)
         assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4
-    photo = _photo(root, "without_mask")
+    photo = photo_with_one_face(root, "without_mask")
     in_memory = predict_records(checkpoint, photo, backend="onnxruntime")
     from_file = predict_records(onnx_path, photo)
     assert [r["label"] for r in in_memory] == [r["label"] for r in from_file]

@@ -52,7 +52,8 @@ def test_three_classes_from_gan_to_evaluation(three_prep):
     assert audit["verdict"] in ("pass", "warn", "fail") and audit["measures"]
     result = run_cli(
         "train-classifier", str(prep), "--out", str(clf), "--synthetic", str(synth),
-        "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--precision", "fp32",
+        "--preset", "paper", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+        "--precision", "fp32",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     train = json.loads((clf / "train.json").read_text())

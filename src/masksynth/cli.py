@@ -26,6 +26,8 @@ from masksynth.config import (
     Decision,
     ExperimentConfig,
     PrepareConfig,
+    ServiceConfig,
+    classifier_config,
     experiment_config,
     gan_config,
 )
@@ -428,16 +430,22 @@ def train_classifier(
             help="Train on the synthetic images alone (train-synthetic / test-real control)."
         ),
     ] = False,
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="default (EfficientNet-lite0, ImageNet, 128 px, camera degradations) | paper "
+            "(ResNet18 from scratch, 64 px, 30 epochs)."
+        ),
+    ] = "default",
     arch: Annotated[
-        str, typer.Option(help="resnet18 | efficientnet_lite0.")
-    ] = ClassifierConfig.arch,
+        str | None, typer.Option(help="resnet18 | efficientnet_lite0 (default: preset).")
+    ] = None,
     weights: Annotated[
-        str, typer.Option(help="imagenet (local cache only) | none | PATH of a state dict.")
-    ] = ClassifierConfig.weights,
-    size: Annotated[
-        int, typer.Option(help="Input size (a prepared cache size).")
-    ] = ClassifierConfig.size,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = ClassifierConfig.epochs,
+        str | None,
+        typer.Option(help="imagenet (local cache only) | none | PATH of a state dict."),
+    ] = None,
+    size: Annotated[int | None, typer.Option(help="Input size (a prepared cache size).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = ClassifierConfig.batch_size,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, one-cycle).")] = (
         ClassifierConfig.lr
@@ -449,12 +457,12 @@ def train_classifier(
         bool, typer.Option(help="Classic augmentation (paper).")
     ] = ClassifierConfig.augment,
     degrade: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="Probability per image of each camera degradation in training (small "
             "faces, blur, JPEG, noise, lighting, a hand, crop jitter); 0 = off."
         ),
-    ] = ClassifierConfig.degrade,
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="Seed of weights, order and augmentation.")
     ] = ClassifierConfig.seed,
@@ -463,10 +471,11 @@ def train_classifier(
         str, typer.Option(help="auto | fp32 | bf16.")
     ] = ClassifierConfig.precision,
 ) -> None:
-    """Train the mask classifier (ResNet18 as in the paper) and select it on the val split."""
+    """Train the mask classifier and select it on the val split."""
     from masksynth.classify.train import train_classifier as run  # start-up cost
 
-    config = ClassifierConfig(
+    config = classifier_config(
+        preset,
         arch=arch,
         weights=weights,
         size=size,
@@ -670,6 +679,47 @@ def predict(
     )
     if summary["interrupted"]:
         raise typer.Exit(INTERRUPTED)
+
+
+@app.command()
+def serve(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="classifier.pt from 'train-classifier', or its .onnx export.")
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    threshold: Annotated[
+        float, typer.Option(help="P(positive class) at or above this: the positive label.")
+    ] = ServiceConfig.threshold,
+    uncertain_band: Annotated[
+        float, typer.Option(help="Flag 'uncertain' within this distance of the threshold.")
+    ] = ServiceConfig.uncertain_band,
+    backend: Annotated[str, typer.Option(help="torch | onnxruntime.")] = ServiceConfig.backend,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = ServiceConfig.device,
+    workers: Annotated[
+        int, typer.Option(help="Model copies answering at once.")
+    ] = ServiceConfig.workers,
+    max_concurrency: Annotated[
+        int, typer.Option(help="Predictions in flight; more are answered 503 at once.")
+    ] = ServiceConfig.max_concurrency,
+    max_body_mb: Annotated[
+        float, typer.Option(help="Largest upload in MiB; larger ones get 413.")
+    ] = ServiceConfig.max_body_bytes / 2**20,
+) -> None:
+    """HTTP service and web page: POST /predict, /health, /ready, /metrics, /version, and /."""
+    from masksynth.deploy.service import serve as run  # start-up cost
+
+    config = ServiceConfig(
+        threshold,
+        uncertain_band,
+        backend,
+        device,
+        workers,
+        max_concurrency,
+        int(max_body_mb * 2**20),
+    )
+    log.info("serving %s on http://%s:%d/ (Ctrl-C stops)", checkpoint, host, port)
+    run(checkpoint, host, port, config)
 
 
 @app.command()
