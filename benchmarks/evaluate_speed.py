@@ -26,7 +26,7 @@ from torchvision import datasets, models, transforms
 
 from masksynth.classify.evaluate import evaluate
 from masksynth.classify.train import train_classifier
-from masksynth.config import ClassifierConfig
+from masksynth.config import classifier_config
 from masksynth.device import pick_device
 
 DEFAULT_CHECKPOINTS = "runs/exp-audit/classifiers"
@@ -87,7 +87,7 @@ def main() -> None:
         scratch = Path(scratch)
         raw, checkpoint = scratch / "raw", find_checkpoint(args.checkpoint)
         if checkpoint is None:  # one epoch: the speed does not depend on the weights
-            config = ClassifierConfig(epochs=1, device=str(device))
+            config = classifier_config("paper", epochs=1, device=str(device))
             summary = train_classifier(args.prep, scratch / "clf", config)
             checkpoint = Path(summary["checkpoint"])
         n = link_subset(args.data, args.per_class, raw)

@@ -27,6 +27,10 @@ def test_help_and_version(args):
         (["prepare", ".", "--out", "x", "--group-by", "("], "not a valid regular expression"),
         (["prepare", ".", "--out", "sub/prep"], "is inside the data folder"),
         (["nope"], "No such command"),
+        (["predict", "missing.pt", "photo.jpg"], "missing.pt: no such model file"),
+        (["serve", "missing.pt"], "missing.pt: no such model file"),
+        (["watch", "missing.pt", ".", "--out", "o"], "missing.pt: no such model file"),
+        (["export", "missing.pt", "--onnx", "m.onnx"], "missing.pt"),
     ],
 )
 def test_user_errors_are_one_line(args, message, tmp_path):

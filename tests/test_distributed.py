@@ -72,3 +72,16 @@ def test_resume_under_torchrun_continues_the_run(tiny_prep, tmp_path):
     assert more.returncode == 0, more.stderr[-3000:]
     state = load_checkpoint(checkpoint_path(tmp_path / "run"))
     assert state["epoch"] == 2 and state["global_step"] == 6
+
+
+def test_a_time_budget_under_torchrun_is_one_plan_for_both_ranks(tiny_prep, tmp_path):
+    """Each rank times its own epochs; they train the same planned epochs (the shortest
+    plan) instead of one waiting forever in a collective the other never reaches."""
+    command = ["-m", "masksynth", "train-gan", tiny_prep, "--out", tmp_path / "run"]
+    command += ["--device", "cpu", "--g-width", "8", "--d-width", "8", "--batch-size", "8"]
+    command += ["--no-final-metrics", "--minutes", "0.15", "--epochs", "500"]
+    done = _torchrun(*command, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((tmp_path / "run" / "gan.json").read_text())
+    assert meta["processes"] == 2 and meta["stopped"] == "done"
+    assert 2 <= meta["epochs_done"] == meta["planned_epochs"] < 500

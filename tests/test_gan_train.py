@@ -7,6 +7,7 @@ from conftest import interrupted
 from PIL import Image
 
 from masksynth.config import gan_config
+from masksynth.distributed import Ranks
 from masksynth.errors import MasksynthError
 from masksynth.fileio import file_sha256
 from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
@@ -303,6 +304,7 @@ def test_a_budget_is_replanned_each_epoch_without_the_slow_first_one():
     trainer = object.__new__(Trainer)  # only the planning state; no networks needed
     trainer.config = _tiny(epochs=1000, minutes=5.0)  # 300 s
     trainer.planned_epochs, trainer.planned, trainer.first_epoch_s = 1000, False, 0.0
+    trainer.ranks, trainer.device = Ranks(), torch.device("cpu")  # one process
     trainer.epoch, trainer.elapsed = 1, 20.0  # a 20 s first epoch
     trainer._plan()
     assert trainer.planned_epochs == 1 + 280 // 20

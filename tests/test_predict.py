@@ -49,6 +49,7 @@ def test_every_face_of_a_frame_gets_its_own_record(model):
     assert centres[0] < 320 < centres[1]  # one face in each half
     alone = [predictor.predict(side_by_side(p, size=(320, 480)))[0] for p in (left, right)]
     assert all(0.0 <= f["p_without_mask"] <= 1.0 and f["label"] for f in faces + alone)
+    assert all(abs(f["p_with_mask"] + f["p_without_mask"] - 1) < 1e-4 for f in faces)
     grey = np.full((480, 640, 3), 128, np.uint8)
     assert predictor.predict(grey) == []
 
@@ -148,3 +149,19 @@ def predict_records(model_file, photo, backend="torch"):
     result = run_cli("predict", str(model_file), str(photo), "--backend", backend)
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_annotated_copies_never_overwrite_each_other(model, tmp_path):
+    checkpoint, root = model
+    for folder, label in (("a", "with_mask"), ("b", "without_mask")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(photo_with_one_face(root, label), tmp_path / folder / "shot.jpg")
+    out = tmp_path / "out"
+    inputs = [str(tmp_path / "a" / "shot.jpg"), str(tmp_path / "b" / "shot.jpg")]
+    summary = predict(FacePredictor(checkpoint, "cpu"), inputs, out, annotate=True)
+    assert summary["faces"] == 2
+    written = sorted(p.name for p in (out / "annotated").iterdir())
+    assert written == ["shot-2.jpg", "shot.jpg"]
+    drawn = np.asarray(Image.open(out / "annotated" / "shot.jpg"))
+    original = np.asarray(Image.open(tmp_path / "a" / "shot.jpg").convert("RGB"))
+    assert drawn.shape == original.shape and np.abs(drawn.astype(int) - original).max() > 100

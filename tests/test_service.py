@@ -73,7 +73,7 @@ def test_bad_requests_get_a_4xx_with_a_reason(client, model):
     cases = {
         "zero bytes": (b"", "image/jpeg", 422),
         "truncated": (photo[: len(photo) // 4], "image/jpeg", 422),
-        "not an image": (b"hello world", "application/octet-stream", 422),
+        "not an image": (b"hello world", "application/octet-stream", 415),
         "wrong type": (photo, "text/plain", 415),
         "json": (b'{"a": 1}', "application/json", 415),
         "too big": (b"\xff" * 2_100_000, "image/jpeg", 413),
@@ -269,4 +269,47 @@ def test_the_web_page_in_a_real_browser(server, model, tmp_path):
                 shutil.copy(tmp_path / name, Path(shots) / name)
     finally:
         driver.quit()
+    assert child.poll() is None
+
+
+def _open_upload(url):
+    """A POST /predict whose body is still arriving: it holds a slot until closed."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.putrequest("POST", "/predict")
+    connection.putheader("Content-Type", "image/jpeg")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.endheaders()
+    connection.send(b"4\r\n\xff\xd8\xff\xe0\r\n")
+    return connection
+
+
+def test_requests_over_the_concurrency_limit_get_503_at_once(server, model):
+    """8 uploads in flight (the default limit): the 9th is answered 503 with Retry-After
+    at once; when they go away, the service answers again."""
+    url, child = server
+    _, root = model
+    slow = [_open_upload(url) for _ in range(ServiceConfig.max_concurrency)]
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status, body = _request(url + "/metrics")
+            if f"masksynth_predict_in_flight {ServiceConfig.max_concurrency}.0" in body.decode():
+                break
+            time.sleep(0.1)
+        photo = photo_with_one_face(root, "with_mask").read_bytes()
+        request = urllib.request.Request(
+            url + "/predict", data=photo, headers={"Content-Type": "image/jpeg"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "1"
+        assert "busy" in json.loads(refused.value.read())["error"]
+    finally:
+        for connection in slow:
+            connection.close()
+    deadline = time.monotonic() + 30
+    while _request(url + "/predict", photo)[0] != 200:
+        assert time.monotonic() < deadline, "the slots were never freed"
+        time.sleep(0.2)
     assert child.poll() is None

@@ -629,11 +629,21 @@ def experiment(
     log.info("report: %s (and report.html, results.json)", out / "report.md")
 
 
+# options shared by predict, serve and watch
+DeployedModel = Annotated[
+    Path, typer.Argument(help="classifier.pt from 'train-classifier', or its .onnx export.")
+]
+ThresholdOption = Annotated[
+    float, typer.Option(help="P(positive class) at or above this: the positive label.")
+]
+UncertainBandOption = Annotated[
+    float, typer.Option(help="Flag 'uncertain' within this distance of the threshold.")
+]
+
+
 @app.command()
 def predict(
-    checkpoint: Annotated[
-        Path, typer.Argument(help="classifier.pt from 'train-classifier', or its .onnx export.")
-    ],
+    checkpoint: DeployedModel,
     inputs: Annotated[
         list[str],
         typer.Argument(help="Photos, folders (recursive), videos, or a camera index (0)."),
@@ -646,12 +656,8 @@ def predict(
     annotate: Annotated[
         bool, typer.Option(help="Also write copies with boxes and labels to OUT/annotated/.")
     ] = False,
-    threshold: Annotated[
-        float, typer.Option(help="P(positive class) at or above this: the positive label.")
-    ] = Decision.threshold,
-    uncertain_band: Annotated[
-        float, typer.Option(help="Flag 'uncertain' within this distance of the threshold.")
-    ] = Decision.uncertain_band,
+    threshold: ThresholdOption = Decision.threshold,
+    uncertain_band: UncertainBandOption = Decision.uncertain_band,
     every: Annotated[int, typer.Option(help="Video and camera: every N-th frame.")] = 1,
     max_frames: Annotated[
         int, typer.Option(help="Video and camera: at most this many frames each (0: all).")
@@ -668,10 +674,12 @@ def predict(
     predictor = FacePredictor(checkpoint, device, Decision(threshold, uncertain_band), backend)
     summary = run(predictor, inputs, out, output_format, annotate, every, max_frames)
     log.info(
-        "%d frame(s), %d face(s) %s, %d without a face, %d unreadable; %.1f frames/s%s",
+        "%d frame(s), %d face(s) %s (%d uncertain), %d without a face, %d unreadable; "
+        "%.1f frames/s%s",
         summary["frames"],
         summary["faces"],
         summary["labels"],
+        summary["uncertain"],
         summary["no_face"],
         summary["errors"],
         summary["frames_per_s"] or 0.0,
@@ -683,17 +691,11 @@ def predict(
 
 @app.command()
 def serve(
-    checkpoint: Annotated[
-        Path, typer.Argument(help="classifier.pt from 'train-classifier', or its .onnx export.")
-    ],
+    checkpoint: DeployedModel,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    threshold: Annotated[
-        float, typer.Option(help="P(positive class) at or above this: the positive label.")
-    ] = ServiceConfig.threshold,
-    uncertain_band: Annotated[
-        float, typer.Option(help="Flag 'uncertain' within this distance of the threshold.")
-    ] = ServiceConfig.uncertain_band,
+    threshold: ThresholdOption = ServiceConfig.threshold,
+    uncertain_band: UncertainBandOption = ServiceConfig.uncertain_band,
     backend: Annotated[str, typer.Option(help="torch | onnxruntime.")] = ServiceConfig.backend,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = ServiceConfig.device,
     workers: Annotated[
@@ -718,8 +720,43 @@ def serve(
         max_concurrency,
         int(max_body_mb * 2**20),
     )
-    log.info("serving %s on http://%s:%d/ (Ctrl-C stops)", checkpoint, host, port)
     run(checkpoint, host, port, config)
+
+
+@app.command()
+def watch(
+    checkpoint: DeployedModel,
+    inbox: Annotated[Path, typer.Argument(help="The folder a camera or FTP server drops into.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="results.sqlite, results.csv, processed/ and failed/ go here."
+        ),
+    ],
+    settle: Annotated[
+        float, typer.Option(help="Seconds a file must keep its size and time to count as complete.")
+    ] = 2.0,
+    poll: Annotated[float, typer.Option(help="Seconds between looks at the inbox.")] = 1.0,
+    once: Annotated[
+        bool, typer.Option(help="Stop when the inbox holds nothing more (default: watch on).")
+    ] = False,
+    every: Annotated[int, typer.Option(help="Videos: every N-th frame.")] = 1,
+    threshold: ThresholdOption = Decision.threshold,
+    uncertain_band: UncertainBandOption = Decision.uncertain_band,
+    backend: Annotated[str, typer.Option(help="torch | onnxruntime.")] = "torch",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+) -> None:
+    """Classify each file dropped into INBOX once, record it in SQLite, move it away."""
+    from masksynth.deploy.predictor import FacePredictor  # start-up cost
+    from masksynth.deploy.watch import Watcher
+
+    predictor = FacePredictor(checkpoint, device, Decision(threshold, uncertain_band), backend)
+    watcher = Watcher(predictor, inbox, out, settle, every)
+    log.info("watching %s (results in %s; Ctrl-C stops)", inbox, out)
+    summary = watcher.run(poll, once)
+    log.info("%d file(s) processed", summary["processed"])
+    if summary["interrupted"]:
+        raise typer.Exit(INTERRUPTED)
 
 
 @app.command()

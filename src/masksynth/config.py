@@ -121,7 +121,9 @@ GAN_PRESETS: dict[str, dict] = {
     # An hour of training: quick's recipe (one conditional pair, DiffAugment, mirrored
     # reals) with 1.5x the width for the longer budget, cutout added against D
     # overfitting over hundreds of epochs (Zhao et al. 2020), the DCGAN paper's lr 2e-4 and
-    # a slower EMA for a long run.
+    # a slower EMA for a long run. Measured on the dev set (2-core AVX-512 BF16 CPU, 225
+    # epochs in 60 min): KID 0.127 / 0.042 (with / without mask), face rate 0.95 / 1.00
+    # (real 0.93 / 1.00), train-on-synthetic test accuracy 0.942, privacy audit pass.
     "best": {
         "mode": "conditional",
         "g_width": 48,
@@ -338,7 +340,7 @@ class ServiceConfig:
     threshold: float = Decision.threshold
     uncertain_band: float = Decision.uncertain_band
     backend: str = "torch"
-    device: str = "cpu"
+    device: str = "auto"
     workers: int = 1  # models answering at once (each uses every core through torch)
     max_concurrency: int = 8  # POST /predict in flight; more get 503 at once
     max_body_bytes: int = 10 * 1024 * 1024

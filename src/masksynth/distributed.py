@@ -95,6 +95,15 @@ def any_rank(flags: list[bool], ranks: Ranks, device: torch.device) -> list[bool
     return [bool(v) for v in values.tolist()]
 
 
+def min_over_ranks(value: int, ranks: Ranks, device: torch.device) -> int:
+    """The smallest of every rank's value (a plan all ranks can keep to)."""
+    if not ranks.on:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
+
+
 def mean_over_ranks(values: dict, ranks: Ranks, device: torch.device) -> dict:
     """Averages of logged numbers over the ranks (each saw its share of the batch)."""
     if not ranks.on or not values:

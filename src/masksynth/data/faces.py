@@ -19,6 +19,9 @@ from masksynth.errors import MasksynthError
 
 DETECT_MIN_SIDE = 160
 DETECT_MAX_SIDE = 640
+# the upscale for a short side never makes the long side larger than this: a 24 x 2.6M px
+# strip (200 kB as a PNG) would otherwise be blown up to gigabytes
+DETECT_MAX_UPSCALED_SIDE = 4 * DETECT_MAX_SIDE
 YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 
@@ -63,7 +66,9 @@ class FaceDetector:
         """All faces above the threshold in an (H, W, 3) RGB image, most confident first."""
         height, width = rgb.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
-        scale = max(scale, min(4.0, DETECT_MIN_SIDE / min(height, width)))
+        upscale = min(4.0, DETECT_MIN_SIDE / min(height, width))
+        if upscale > scale:
+            scale = min(upscale, max(scale, DETECT_MAX_UPSCALED_SIDE / max(height, width)))
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         if scale != 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))

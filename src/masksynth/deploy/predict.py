@@ -33,7 +33,7 @@ FORMATS = ("jsonl", "csv")
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def csv_fields(probability_key: str) -> list[str]:
+def csv_fields(probability_keys: list[str]) -> list[str]:
     return [
         "source",
         "frame",
@@ -45,7 +45,7 @@ def csv_fields(probability_key: str) -> list[str]:
         "w",
         "h",
         "face_score",
-        probability_key,
+        *probability_keys,
         "label",
         "confidence",
         "uncertain",
@@ -64,15 +64,26 @@ def frame_records(predictor: FacePredictor, frame: Frame) -> list[dict]:
     return [{**where, "face": i, "status": "ok", **face} for i, face in enumerate(faces)]
 
 
+def safe_records(predictor: FacePredictor, frame: Frame) -> list[dict]:
+    """`frame_records`, with a failure inside detection or classification turned into this
+    frame's error record: one strange frame never ends a run over thousands."""
+    try:
+        return frame_records(predictor, frame)
+    except (cv2.error, ValueError, RuntimeError, MemoryError) as error:
+        where = {"source": frame.source, "frame": frame.frame, "time_s": frame.time_s}
+        reason = f"could not be processed: {type(error).__name__}: {' '.join(str(error).split())}"
+        return [{**where, "face": None, "status": "error", "reason": reason}]
+
+
 class RecordSink:
     """JSON lines or CSV rows, to a stream or (atomically) to a file."""
 
-    def __init__(self, handle: IO, fmt: str, probability_key: str) -> None:
+    def __init__(self, handle: IO, fmt: str, probability_keys: list[str]) -> None:
         self.handle, self.fmt = handle, fmt
         self.csv = None
         if fmt == "csv":
             self.csv = csv.DictWriter(
-                handle, fieldnames=csv_fields(probability_key), extrasaction="ignore"
+                handle, fieldnames=csv_fields(probability_keys), extrasaction="ignore"
             )
             self.csv.writeheader()
 
@@ -86,50 +97,71 @@ class RecordSink:
 
 
 @contextlib.contextmanager
-def _sink(out_dir: Path | None, fmt: str, probability_key: str) -> Iterator[RecordSink]:
+def _sink(out_dir: Path | None, fmt: str, probability_keys: list[str]) -> Iterator[RecordSink]:
     if out_dir is None:
-        yield RecordSink(sys.stdout, fmt, probability_key)
+        yield RecordSink(sys.stdout, fmt, probability_keys)
         return
     kwargs = {"newline": ""} if fmt == "csv" else {}
     with atomic_open(out_dir / f"predictions.{fmt}", "w", encoding="utf-8", **kwargs) as handle:
-        yield RecordSink(handle, fmt, probability_key)
+        yield RecordSink(handle, fmt, probability_keys)
 
 
 class Annotator:
-    """Annotated copies under OUT/annotated/: photos as images, each video as one .mp4."""
+    """Annotated copies under OUT/annotated/: photos as images, each video as one .mp4, at
+    the source's path (never outside the folder; a name already used gets -2, -3...)."""
 
-    def __init__(self, folder: Path, predictor: FacePredictor) -> None:
-        self.folder, self.predictor = folder, predictor
-        self.videos: dict[str, tuple[cv2.VideoWriter, Path, Path]] = {}
+    def __init__(self, folder: Path, predictor: FacePredictor, every: int) -> None:
+        self.folder, self.predictor, self.every = folder, predictor, every
+        self.videos: dict[str, tuple[cv2.VideoWriter | None, Path, Path]] = {}
+        self.taken: set[Path] = set()
+
+    def _target(self, source: str, suffix: str) -> Path:
+        parts = [p for p in PurePosixPath(source).parts if p not in ("/", ".", "..")]
+        target = self.folder.joinpath(*parts).with_suffix(suffix)
+        candidate, n = target, 1
+        while candidate in self.taken:
+            n += 1
+            candidate = target.with_name(f"{target.stem}-{n}{suffix}")
+        self.taken.add(candidate)
+        return candidate
 
     def add(self, frame: Frame, records: list[dict]) -> None:
         if frame.rgb is None:
             return
         faces = [r for r in records if r["status"] == "ok"]
         bgr = draw(frame.rgb, faces, self.predictor.classes[self.predictor.positive])
-        target = self.folder / PurePosixPath(frame.source)
         if frame.frame is None:
-            suffix = target.suffix.lower() if target.suffix.lower() in PHOTO_SUFFIXES else ".png"
+            suffix = PurePosixPath(frame.source).suffix.lower()
+            suffix = suffix if suffix in PHOTO_SUFFIXES else ".png"
             ok, data = cv2.imencode(suffix, bgr)
             if ok:
-                with atomic_open(target.with_suffix(suffix), "wb") as handle:
+                with atomic_open(self._target(frame.source, suffix), "wb") as handle:
                     handle.write(data.tobytes())
             return
         if frame.source not in self.videos:
-            final = target.with_suffix(".mp4")
+            final = self._target(frame.source, ".mp4")
             final.parent.mkdir(parents=True, exist_ok=True)
             partial = final.with_name(f".{final.name}.part.mp4")
             height, width = bgr.shape[:2]
+            fps = (frame.fps or 25.0) / self.every  # every N-th frame: real-time playback
             writer = cv2.VideoWriter(
-                str(partial), cv2.VideoWriter_fourcc(*"mp4v"), frame.fps or 25.0, (width, height)
+                str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
             )
+            if not writer.isOpened():
+                log.warning("%s: no annotated copy (OpenCV cannot write %s)", frame.source, final)
+                writer = None
             self.videos[frame.source] = (writer, partial, final)
-        self.videos[frame.source][0].write(bgr)
+        writer = self.videos[frame.source][0]
+        if writer is not None:
+            writer.write(bgr)
 
     def close(self) -> None:
         for writer, partial, final in self.videos.values():
+            if writer is None:
+                continue
             writer.release()
-            partial.replace(final)
+            if partial.exists():
+                partial.replace(final)
         self.videos.clear()
 
 
@@ -152,15 +184,15 @@ def predict(
     items = expand(inputs)
     counts: Counter = Counter()
     labels: Counter = Counter()
-    annotator = Annotator(out_dir / "annotated", predictor) if annotate and out_dir else None
+    annotator = Annotator(out_dir / "annotated", predictor, every) if annotate and out_dir else None
     started = time.perf_counter()
     interrupted = False
     settings = predictor.meta["prepare"]
-    with _sink(out_dir, fmt, predictor.probability_key) as sink:
+    with _sink(out_dir, fmt, predictor.probability_keys) as sink:
         try:
             for item in items:
                 for frame in frames(item, settings, every, max_frames):
-                    records = frame_records(predictor, frame)
+                    records = safe_records(predictor, frame)
                     for record in records:
                         sink.write(record)
                     status = records[0]["status"]
@@ -168,10 +200,14 @@ def predict(
                     counts[status if status != "ok" else "frames_with_faces"] += 1
                     counts["faces"] += sum(r["status"] == "ok" for r in records)
                     labels.update(r["label"] for r in records if r["status"] == "ok")
+                    counts["uncertain"] += sum(bool(r.get("uncertain")) for r in records)
                     if status == "error":
-                        log.warning("skipped %s: %s", frame.source, frame.error)
+                        log.warning("skipped %s: %s", frame.source, records[0]["reason"])
                     if annotator is not None:
-                        annotator.add(frame, records)
+                        try:
+                            annotator.add(frame, records)
+                        except (OSError, cv2.error) as error:
+                            log.warning("%s: no annotated copy (%s)", frame.source, error)
         except KeyboardInterrupt:
             interrupted = True  # keep everything done so far
         finally:
@@ -186,6 +222,7 @@ def predict(
         "errors": counts["error"],
         "faces": counts["faces"],
         "labels": dict(labels),
+        "uncertain": counts["uncertain"],
         "uncertain_band": predictor.decision.uncertain_band,
         "threshold": predictor.decision.threshold,
         "seconds": round(seconds, 2),

@@ -45,7 +45,8 @@ class FacePredictor:
             if settings["face_crop"]
             else None
         )
-        self.probability_key = f"p_{self.classes[self.positive]}"
+        self.probability_keys = [f"p_{name}" for name in self.classes]
+        self.probability_key = self.probability_keys[self.positive]
 
     def crops(self, rgb: np.ndarray) -> tuple[list[dict], np.ndarray]:
         """Every face of an (H, W, 3) uint8 RGB frame: its box and score, and the crops
@@ -94,7 +95,10 @@ class FacePredictor:
             label = int(others.argmax())
         return {
             **face,
-            self.probability_key: round(p, 5),
+            # every class's probability: with N classes the positive one alone is not enough
+            **{
+                key: round(float(q), 5) for key, q in zip(self.probability_keys, probs, strict=True)
+            },
             "label": self.classes[label],
             "confidence": round(float(probs[label]), 5),  # the probability of that label
             "uncertain": abs(p - self.decision.threshold) < self.decision.uncertain_band,

@@ -30,6 +30,7 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from masksynth import __version__
 from masksynth.config import Decision, ServiceConfig
@@ -59,7 +60,7 @@ class Metrics:
         )
         self.latency = Histogram(
             "masksynth_predict_seconds",
-            "Time to answer POST /predict",
+            "Time to answer POST /predict (refusals included)",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -78,16 +79,21 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as its declared or received size passes `limit`."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
-            raise Refused(400, "Content-Length is not a number")
-        if int(declared) > limit:
-            raise Refused(413, f"body of {int(declared):,} bytes > limit {limit:,}")
+        try:
+            length = int(declared)
+        except ValueError:
+            raise Refused(400, "Content-Length is not a number") from None
+        if length > limit:
+            raise Refused(413, f"body of {length:,} bytes > limit {limit:,}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Refused(413, f"body over the limit of {limit:,} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Refused(413, f"body over the limit of {limit:,} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise Refused(400, "the client went away before sending the whole body") from None
     return b"".join(chunks)
 
 
@@ -115,11 +121,15 @@ async def image_bytes(request: Request, limit: int) -> tuple[bytes, str]:
     try:
         form = await Request(request.scope, replay).form(max_files=1, max_fields=10)
     except Exception as error:  # noqa: BLE001 - any parse failure is the client's
-        raise Refused(400, f"unreadable multipart form: {error}") from None
-    files = [v for v in form.values() if isinstance(v, UploadFile)]
-    if not files:
-        raise Refused(400, "the multipart form holds no file")
-    return await files[0].read(), files[0].filename or "upload"
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise Refused(400, f"unreadable multipart form: {reason}") from None
+    try:
+        files = [v for v in form.values() if isinstance(v, UploadFile)]
+        if not files:
+            raise Refused(400, "the multipart form holds no file")
+        return await files[0].read(), files[0].filename or "upload"
+    finally:
+        await form.close()
 
 
 def create_app(checkpoint: str | Path, config: ServiceConfig | None = None) -> FastAPI:
@@ -128,26 +138,28 @@ def create_app(checkpoint: str | Path, config: ServiceConfig | None = None) -> F
     decision = Decision(config.threshold, config.uncertain_band)
     metrics = Metrics()
     predictors: queue.Queue[FacePredictor] = queue.Queue()
+    # loaded now, before the server starts: a bad model file is a one-line error, not a
+    # server that starts and fails its lifespan
+    for _ in range(config.workers):
+        predictors.put(FacePredictor(checkpoint, config.device, decision, config.backend))
+    first = predictors.queue[0]
+    model_info = {
+        "masksynth": __version__,
+        "checkpoint": Path(checkpoint).name,
+        "sha256": first.meta["checkpoint_sha256"],
+        "arch": first.meta.get("arch"),
+        "classes": first.classes,
+        "positive_class": first.classes[first.positive],
+        "size": first.size,
+        "temperature": first.meta.get("temperature", 1.0),
+        "backend": first.backend.name,
+        "threshold": decision.threshold,
+        "uncertain_band": decision.uncertain_band,
+    }
     state = {"in_flight": 0, "ready": False}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        for _ in range(config.workers):
-            predictors.put(FacePredictor(checkpoint, config.device, decision, config.backend))
-        first = predictors.queue[0]
-        app.state.model = {
-            "masksynth": __version__,
-            "checkpoint": Path(checkpoint).name,
-            "sha256": first.meta["checkpoint_sha256"],
-            "arch": first.meta.get("arch"),
-            "classes": first.classes,
-            "positive_class": first.classes[first.positive],
-            "size": first.size,
-            "temperature": first.meta.get("temperature", 1.0),
-            "backend": first.backend.name,
-            "threshold": decision.threshold,
-            "uncertain_band": decision.uncertain_band,
-        }
         state["ready"] = True
         yield
         state["ready"] = False
@@ -186,7 +198,14 @@ def create_app(checkpoint: str | Path, config: ServiceConfig | None = None) -> F
                 )
             except RejectedImage as error:
                 reason = str(error)
-                raise Refused(413 if "bomb" in reason else 422, reason) from None
+                status = (
+                    413
+                    if reason.startswith("decompression bomb")
+                    else 415
+                    if reason.startswith("not an image")
+                    else 422
+                )
+                raise Refused(status, reason) from None
             faces = predictor.predict(decoded.rgb)
         finally:
             predictors.put(predictor)
@@ -206,8 +225,8 @@ def create_app(checkpoint: str | Path, config: ServiceConfig | None = None) -> F
         finally:
             state["in_flight"] -= 1
             metrics.in_flight.dec()
-        seconds = time.perf_counter() - started
-        metrics.latency.observe(seconds)
+            seconds = time.perf_counter() - started
+            metrics.latency.observe(seconds)
         for face in result["faces"]:
             metrics.faces.labels(face["label"]).inc()
         return JSONResponse(
@@ -224,8 +243,8 @@ def create_app(checkpoint: str | Path, config: ServiceConfig | None = None) -> F
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
     @app.get("/version")
-    async def version(request: Request) -> dict:
-        return request.app.state.model
+    async def version() -> dict:
+        return model_info
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -245,5 +264,6 @@ WEB_PAGE = resources.files("masksynth.deploy") / "static" / "index.html"
 def serve(checkpoint: str | Path, host: str, port: int, config: ServiceConfig) -> None:
     import uvicorn  # start-up cost
 
-    app = create_app(checkpoint, config)
+    app = create_app(checkpoint, config)  # a bad model file fails here, in one line
+    log.info("serving %s on http://%s:%d/ (Ctrl-C stops)", checkpoint, host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -8,6 +8,7 @@ with the reason, and the run goes on.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,19 +110,34 @@ def _video_frames(item: Item, every: int, max_frames: int) -> Iterator[Frame]:
             yield Frame(item.name, None, error=what)
             return
         fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+        declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if item.camera is None else 0
+        started = time.monotonic()
         index = taken = 0
         while not max_frames or taken < max_frames:
             ok, bgr = capture.read()
             if not ok:
                 break
             if index % every == 0:
-                time_s = round(index / fps, 3) if fps > 0 else None
+                if item.camera is not None:  # a live camera: the time it was read
+                    time_s = round(time.monotonic() - started, 3)
+                else:
+                    time_s = round(index / fps, 3) if fps > 0 else None
                 yield Frame(
                     item.name, np.ascontiguousarray(bgr[:, :, ::-1]), index, time_s, fps=fps
                 )
                 taken += 1
             index += 1
+        else:
+            return  # --max-frames reached
         if index == 0:
             yield Frame(item.name, None, error="no frame could be decoded")
+        elif declared and index < 0.95 * declared - 1:  # containers round their counts
+            yield Frame(
+                item.name,
+                None,
+                index,
+                error=f"the video ends early: frame {index} of the {declared} it declares "
+                "(truncated or still being written)",
+            )
     finally:
         capture.release()

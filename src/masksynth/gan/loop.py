@@ -16,7 +16,7 @@ import torch
 
 from masksynth.config import VAL
 from masksynth.device import autocast
-from masksynth.distributed import any_rank, average_buffers, gather
+from masksynth.distributed import any_rank, average_buffers, gather, min_over_ranks
 from masksynth.gan.checkpoint import checkpoint_path, pairs_state, rng_state, save_checkpoint
 from masksynth.gan.diffaugment import diff_augment
 from masksynth.gan.ema import ema_update, refresh_batchnorm
@@ -129,7 +129,11 @@ class Trainer:
         per_epoch = (self.elapsed - self.first_epoch_s) / later if later else self.first_epoch_s
         left = self.config.minutes * 60 - self.elapsed
         fit = self.epoch + int(left / max(per_epoch, 1e-9))
-        planned = max(self.epoch, min(self.config.epochs, fit))
+        # every rank times itself: all keep to the shortest plan, or one would wait forever
+        # for the others in a collective of an epoch they never start
+        planned = min_over_ranks(
+            max(self.epoch, min(self.config.epochs, fit)), self.ranks, self.device
+        )
         if planned != self.planned_epochs or not self.planned:
             # the first plan is news; its updates, one per epoch or so, are details
             log.log(
