@@ -40,6 +40,15 @@ def atomic_open(
         raise
 
 
+def numbered(target: Path, taken=Path.exists) -> Path:
+    """`target`, or NAME-2.EXT, NAME-3.EXT... the first that `taken` says is free."""
+    candidate, n = target, 1
+    while taken(candidate):
+        n += 1
+        candidate = target.with_name(f"{target.stem}-{n}{target.suffix}")
+    return candidate
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(text)

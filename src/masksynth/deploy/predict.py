@@ -26,7 +26,7 @@ from masksynth.deploy.annotate import draw
 from masksynth.deploy.predictor import FacePredictor
 from masksynth.deploy.sources import Frame, expand, frames
 from masksynth.errors import MasksynthError
-from masksynth.fileio import atomic_open
+from masksynth.fileio import atomic_open, numbered
 
 log = logging.getLogger(__name__)
 FORMATS = ("jsonl", "csv")
@@ -117,11 +117,9 @@ class Annotator:
 
     def _target(self, source: str, suffix: str) -> Path:
         parts = [p for p in PurePosixPath(source).parts if p not in ("/", ".", "..")]
-        target = self.folder.joinpath(*parts).with_suffix(suffix)
-        candidate, n = target, 1
-        while candidate in self.taken:
-            n += 1
-            candidate = target.with_name(f"{target.stem}-{n}{suffix}")
+        candidate = numbered(
+            self.folder.joinpath(*parts).with_suffix(suffix), self.taken.__contains__
+        )
         self.taken.add(candidate)
         return candidate
 

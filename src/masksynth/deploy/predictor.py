@@ -3,8 +3,8 @@ classified in one batch, and a decision with an `uncertain` band.
 
 The checkpoint holds the prepare settings its training data was made with (face crop,
 margin, detector threshold), so a face is cut out of a new photo exactly as the training
-faces were (`data.faces.crop_resized`), and the fitted temperature is applied by
-`classify.checkpoint.predict_proba` like everywhere else.
+faces were (`data.faces.crop_resized`), and the fitted temperature is applied by the
+backend (`classify.checkpoint.predict_proba`, or inside the ONNX graph).
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ class FacePredictor:
         decision: Decision | None = None,
         backend: str = "torch",
     ) -> None:
-        self.checkpoint = Path(checkpoint)
-        self.backend = load_backend(self.checkpoint, backend, pick_device(device))
+        self.backend = load_backend(checkpoint, backend, pick_device(device))
         self.meta = self.backend.meta
         self.decision = decision or Decision()
         self.classes: list[str] = list(self.meta["class_names"])

@@ -34,8 +34,9 @@ from starlette.requests import ClientDisconnect
 
 from masksynth import __version__
 from masksynth.config import Decision, ServiceConfig
-from masksynth.data.decode import RejectedImage, decode_image
+from masksynth.data.decode import RejectedImage
 from masksynth.deploy.predictor import FacePredictor
+from masksynth.deploy.sources import decode_as_trained
 
 log = logging.getLogger(__name__)
 RAW_TYPES = ("image/", "application/octet-stream")
@@ -185,31 +186,24 @@ def create_app(checkpoint: str | Path, config: ServiceConfig | None = None) -> F
         return JSONResponse({"error": error.reason}, status_code=error.status, headers=headers)
 
     def classify(data: bytes, name: str) -> dict:
+        try:  # decoded before a model is taken: a bad upload never holds one
+            rgb = decode_as_trained(data, name, first.meta["prepare"])
+        except RejectedImage as error:
+            reason = str(error)
+            status = (
+                413
+                if reason.startswith("decompression bomb")
+                else 415
+                if reason.startswith("not an image")
+                else 422
+            )
+            raise Refused(status, reason) from None
         predictor = predictors.get()
         try:
-            settings = predictor.meta["prepare"]
-            try:
-                decoded = decode_image(
-                    data,
-                    name,
-                    min_side=settings["min_side"],
-                    max_pixels=settings["max_pixels"],
-                    alpha_background=tuple(settings["alpha_background"]),
-                )
-            except RejectedImage as error:
-                reason = str(error)
-                status = (
-                    413
-                    if reason.startswith("decompression bomb")
-                    else 415
-                    if reason.startswith("not an image")
-                    else 422
-                )
-                raise Refused(status, reason) from None
-            faces = predictor.predict(decoded.rgb)
+            faces = predictor.predict(rgb)
         finally:
             predictors.put(predictor)
-        height, width = decoded.rgb.shape[:2]
+        height, width = rgb.shape[:2]
         return {"width": width, "height": height, "faces": faces}
 
     @app.post("/predict")

@@ -71,6 +71,19 @@ def expand(inputs: list[str]) -> list[Item]:
     return items
 
 
+def decode_as_trained(data: bytes, name: str, settings: dict) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image file's bytes, decoded with the prepare settings the
+    model's training photos were decoded with (a checkpoint's `prepare`); RejectedImage
+    with the reason otherwise."""
+    return decode_image(
+        data,
+        name,
+        min_side=settings["min_side"],
+        max_pixels=settings["max_pixels"],
+        alpha_background=tuple(settings["alpha_background"]),
+    ).rgb
+
+
 def frames(
     item: Item,
     decode_settings: dict,
@@ -89,17 +102,11 @@ def frames(
         yield Frame(item.name, None, error=f"unreadable: {error.strerror or error}")
         return
     try:
-        decoded = decode_image(
-            data,
-            item.path.name,
-            min_side=decode_settings["min_side"],
-            max_pixels=decode_settings["max_pixels"],
-            alpha_background=tuple(decode_settings["alpha_background"]),
-        )
+        rgb = decode_as_trained(data, item.path.name, decode_settings)
     except RejectedImage as error:
         yield Frame(item.name, None, error=str(error))
         return
-    yield Frame(item.name, decoded.rgb)
+    yield Frame(item.name, rgb)
 
 
 def _video_frames(item: Item, every: int, max_frames: int) -> Iterator[Frame]:

@@ -38,7 +38,7 @@ from masksynth.deploy.predict import csv_fields, safe_records
 from masksynth.deploy.predictor import FacePredictor
 from masksynth.deploy.sources import Item, frames
 from masksynth.errors import MasksynthError
-from masksynth.fileio import atomic_open
+from masksynth.fileio import atomic_open, numbered
 
 log = logging.getLogger(__name__)
 UPLOAD_SUFFIXES = (".part", ".tmp", ".filepart", ".partial", ".crdownload", ".download", ".!ut")
@@ -205,7 +205,7 @@ class Watcher:
         else:
             status, reason = ("ok", "") if faces else ("no_face", "no face found")
         folder = "failed" if status == "failed" else "processed"
-        target = _free_name(self.out / folder / name)
+        target = numbered(self.out / folder / name)
         file_id = _record_result(
             self.db,
             (
@@ -335,12 +335,3 @@ def _move_file(source: Path, target: Path) -> None:
             os.fsync(handle.fileno())
         os.replace(partial, target)
         source.unlink()
-
-
-def _free_name(target: Path) -> Path:
-    """`target`, or NAME-2.EXT, NAME-3.EXT... when a file of that name was moved before."""
-    candidate, n = target, 1
-    while candidate.exists():
-        n += 1
-        candidate = target.with_name(f"{target.stem}-{n}{target.suffix}")
-    return candidate
