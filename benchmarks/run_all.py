@@ -11,7 +11,7 @@ the speed targets; a missed target is reported, a crashed benchmark fails the ex
     python benchmarks/run_all.py --only gan classifier_64
 
 Benchmarks (--only): gan, classifier_64, classifier_128, prepare_1k, prepare_all, sample,
-evaluate.
+evaluate, inception.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def jobs(args) -> dict[str, list[str]]:
         "prepare_all": ["prepare_speed.py", data, "--sets=all"],
         "sample": ["sample_speed.py", prep, dev, *run, "--n-per-class=500", "--repeats=2"],
         "evaluate": ["evaluate_speed.py", *common, "--per-class=300"],
+        "inception": ["inception_speed.py", "--images=96", "--repeats=3"],
     }
 
 

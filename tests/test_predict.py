@@ -5,11 +5,12 @@ import csv
 import io
 import json
 import shutil
+import signal
 
 import cv2
 import numpy as np
 import pytest
-from conftest import photo_with_one_face, run_cli, side_by_side
+from conftest import interrupted, photo_with_one_face, run_cli, side_by_side
 from PIL import Image
 
 from masksynth.classify.evaluate import evaluate
@@ -83,6 +84,23 @@ def test_a_video_is_read_frame_by_frame_and_annotated(model, tmp_path):
     annotated = cv2.VideoCapture(str(out / "annotated" / "clip.mp4"))
     assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
     annotated.release()
+
+
+def test_records_reach_the_file_as_each_frame_is_done(model, tmp_path):
+    """A run killed (-9) part-way, as a camera run ends, keeps every finished frame's
+    complete records in OUT/predictions.jsonl."""
+    checkpoint, root = model
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    for i in range(4):
+        shutil.copy(photo_with_one_face(root, "with_mask", i), folder / f"p{i}.jpg")
+    out = tmp_path / "out"
+    args = ["predict", str(checkpoint), str(folder), "--out", str(out)]
+    killed = interrupted("masksynth.deploy.predict:safe_records", 3, "SIGKILL", args)
+    assert killed.returncode == -signal.SIGKILL
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # whole lines only
+    assert [r["source"] for r in records] == ["drop/p0.jpg", "drop/p1.jpg"]
 
 
 def test_bad_files_are_reported_by_name_and_the_run_goes_on(model, tmp_path):

@@ -103,13 +103,12 @@ def _request(url, data=None, kind="image/jpeg"):
         return error.code, error.read()
 
 
-@pytest.fixture(scope="module")
-def server(model):
-    """`masksynth serve` in a child process on a free loopback port."""
-    checkpoint, _ = model
+def _start_server(checkpoint, *options):
+    """`masksynth serve` in a child process on a free loopback port, once it is ready."""
     port = _free_port()
     child = subprocess.Popen(
-        [sys.executable, "-m", "masksynth.cli", "serve", str(checkpoint), "--port", str(port)],
+        [sys.executable, "-m", "masksynth.cli", "serve", str(checkpoint), "--port", str(port)]
+        + list(options),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -119,12 +118,17 @@ def server(model):
     while time.monotonic() < deadline:
         try:
             if _request(url + "/ready")[0] == 200:
-                break
+                return url, child
         except OSError:
             time.sleep(0.3)
-    else:
-        child.kill()
-        pytest.fail(f"the service did not start: {child.communicate()[1][-2000:]}")
+    child.kill()
+    pytest.fail(f"the service did not start: {child.communicate()[1][-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    checkpoint, _ = model
+    url, child = _start_server(checkpoint)
     yield url, child
     child.terminate()
     child.wait(timeout=30)
@@ -154,11 +158,21 @@ def test_a_fuzz_pass_leaves_the_service_alive(server, model):
     png = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 10, 10)).save(png, format="PNG")
     seeds = [good, png.getvalue(), png_claiming_size(100000, 100000)]
-    kinds = ["image/jpeg", "image/png", "application/octet-stream", "text/html", "video/mp4"]
+    kinds = [
+        "image/jpeg",
+        "image/png",
+        "application/octet-stream",
+        "text/html",
+        "video/mp4",
+        "multipart/form-data",  # no boundary
+        "multipart/form-data; boundary=other",
+        "",
+    ]
     statuses = []
-    for _ in range(60):
+    for _ in range(80):
         body = bytearray(rng.choice(seeds))
-        mutation = rng.randrange(5)
+        kind = rng.choice(kinds)
+        mutation = rng.randrange(7)
         if mutation == 0:
             body = body[: rng.randrange(len(body))]
         elif mutation == 1:
@@ -168,7 +182,14 @@ def test_a_fuzz_pass_leaves_the_service_alive(server, model):
             body = bytearray(rng.randbytes(rng.randrange(0, 5000)))
         elif mutation == 3:
             body = bytearray(body[:20]) + bytearray(rng.randbytes(200))
-        status, answer = _request(url + "/predict", bytes(body), rng.choice(kinds))
+        elif mutation >= 5:  # a multipart upload of it, whole, cut short, or with no file
+            head = b'Content-Disposition: form-data; name="file"; filename="x.jpg"\r\n\r\n'
+            if rng.random() < 0.3:
+                head = b'Content-Disposition: form-data; name="note"\r\n\r\n'
+            body = b"--fuzz\r\n" + head + bytes(body) + b"\r\n--fuzz--\r\n"
+            body = body[: rng.randrange(len(body))] if mutation == 6 else body
+            kind = "multipart/form-data; boundary=fuzz"
+        status, answer = _request(url + "/predict", bytes(body), kind)
         statuses.append(status)
         if status != 200:  # a lucky mutation may still decode; everything else is refused
             assert 400 <= status < 500, (status, answer[:200])
@@ -176,7 +197,7 @@ def test_a_fuzz_pass_leaves_the_service_alive(server, model):
     assert child.poll() is None
     status, answer = _request(url + "/predict", good)
     assert status == 200 and json.loads(answer)["n_faces"] == 1
-    assert sum(s >= 400 for s in statuses) > 30
+    assert sum(s >= 400 for s in statuses) > 40
 
 
 def test_the_size_limit_holds_before_the_body_is_read(server):
@@ -282,6 +303,43 @@ def _open_upload(url):
     connection.endheaders()
     connection.send(b"4\r\n\xff\xd8\xff\xe0\r\n")
     return connection
+
+
+def test_a_client_that_trickles_its_request_is_cut_off(model):
+    """Slowloris: a request head trickled a byte at a time is closed after --header-timeout
+    (uvicorn alone would keep it for ever); a body that stops coming gets 408 after
+    --body-timeout and frees its place; the service answers on."""
+    checkpoint, root = model
+    url, child = _start_server(checkpoint, "--header-timeout", "1", "--body-timeout", "2")
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as trickle:
+            trickle.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+            started, closed = time.monotonic(), False
+            while time.monotonic() - started < 8:
+                try:
+                    trickle.sendall(b"X")  # one byte of a header that never ends
+                    trickle.settimeout(0.3)
+                    closed = trickle.recv(100) == b""
+                except TimeoutError:
+                    continue
+                except OSError:
+                    closed = True
+                if closed:
+                    break
+            assert closed and time.monotonic() - started < 5
+        slow = _open_upload(url)
+        started = time.monotonic()
+        answer = slow.getresponse()
+        assert answer.status == 408 and "2 s" in json.loads(answer.read())["error"]
+        assert 1.5 < time.monotonic() - started < 10
+        slow.close()
+        photo = photo_with_one_face(root, "with_mask").read_bytes()
+        assert _request(url + "/predict", photo)[0] == 200
+        assert child.poll() is None
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
 
 
 def test_requests_over_the_concurrency_limit_get_503_at_once(server, model):

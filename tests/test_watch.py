@@ -61,6 +61,9 @@ def _check_final(inbox, out, expected):
     with open(out / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == faces + sum(1 for f in files if f[3] == 0)
+    # the appended CSV holds the database's rows in its order: each file's faces together
+    per_file = [(f[0], max(f[3], 1)) for f in files]
+    assert [r["file"] for r in rows] == [name for name, n in per_file for _ in range(n)]
     return {f[0]: f for f in files}
 
 
@@ -83,6 +86,23 @@ def test_each_dropped_file_is_classified_once_and_moved(model, tmp_path):
         "processed/shot0.jpg",
         "processed/shot0-2.jpg",
     ]
+
+
+def test_the_csv_is_appended_and_repaired_from_the_database(model, tmp_path):
+    """A tail a kill left unrecorded is cut off; a deleted CSV is written anew, the same."""
+    checkpoint, root = model
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    expected = _drop(inbox, root)
+    assert run_cli(*_watch(checkpoint, inbox, out)).returncode == 0
+    complete = (out / "results.csv").read_bytes()
+    with open(out / "results.csv", "ab") as handle:
+        handle.write(b"shot9.jpg,0123,ok,,processed/sh")  # appended, never recorded
+    assert run_cli(*_watch(checkpoint, inbox, out)).returncode == 0
+    assert (out / "results.csv").read_bytes() == complete
+    (out / "results.csv").unlink()
+    assert run_cli(*_watch(checkpoint, inbox, out)).returncode == 0
+    assert (out / "results.csv").read_bytes() == complete
+    _check_final(inbox, out, expected)
 
 
 @pytest.mark.parametrize(

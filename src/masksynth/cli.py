@@ -405,12 +405,16 @@ def gan_metrics(
     split: Annotated[str, typer.Option(help="Real split to compare with.")] = TEST,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    reference: Annotated[
+        str | None,
+        typer.Option(help="Also score this real split (e.g. val) against --split: the yardstick."),
+    ] = None,
 ) -> None:
     """KID, FID and precision/recall/density/coverage per class, offline Inception features."""
     from masksynth.device import pick_device  # start-up cost
     from masksynth.metrics.gan_quality import gan_metrics as run
 
-    result = run(synth_dir, real, split, pick_device(device))
+    result = run(synth_dir, real, split, pick_device(device), reference)
     if json_out is not None:
         write_json(json_out, result)
     typer.echo(json.dumps(result, indent=2))
@@ -707,6 +711,12 @@ def serve(
     max_body_mb: Annotated[
         float, typer.Option(help="Largest upload in MiB; larger ones get 413.")
     ] = ServiceConfig.max_body_bytes / 2**20,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds a client has to send a request's head.")
+    ] = ServiceConfig.header_timeout_s,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds a client has to send a body; then 408.")
+    ] = ServiceConfig.body_timeout_s,
 ) -> None:
     """HTTP service and web page: POST /predict, /health, /ready, /metrics, /version, and /."""
     from masksynth.deploy.service import serve as run  # start-up cost
@@ -719,6 +729,8 @@ def serve(
         workers,
         max_concurrency,
         int(max_body_mb * 2**20),
+        header_timeout,
+        body_timeout,
     )
     run(checkpoint, host, port, config)
 

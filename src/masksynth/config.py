@@ -344,8 +344,14 @@ class ServiceConfig:
     workers: int = 1  # models answering at once (each uses every core through torch)
     max_concurrency: int = 8  # POST /predict in flight; more get 503 at once
     max_body_bytes: int = 10 * 1024 * 1024
+    # a client that trickles its request (slowloris) is cut off: the head must arrive within
+    # header_timeout_s of connecting (or of the previous answer), the body within body_timeout_s
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         Decision(self.threshold, self.uncertain_band)  # the same checks
         if self.workers < 1 or self.max_concurrency < 1 or self.max_body_bytes < 1:
             raise MasksynthError("--workers, --max-concurrency and --max-body-mb must be >= 1")
+        if self.header_timeout_s <= 0 or self.body_timeout_s <= 0:
+            raise MasksynthError("--header-timeout and --body-timeout must be > 0 seconds")

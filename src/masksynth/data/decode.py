@@ -32,7 +32,12 @@ _SRGB = ImageCms.createProfile("sRGB")
 
 
 class RejectedImage(Exception):
-    """The file cannot be used; `str(error)` is the reason shown in the report."""
+    """The file cannot be used; `str(error)` is the reason shown in the report, `kind` what
+    went wrong: 'not_image', 'bomb', 'corrupt' (empty, truncated, undecodable) or 'too_small'."""
+
+    def __init__(self, reason: str, kind: str = "corrupt") -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 @dataclass
@@ -59,16 +64,19 @@ def decode_image(
         try:
             image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
-            raise RejectedImage("not an image: content matches no known image format") from None
+            raise RejectedImage(
+                "not an image: content matches no known image format", "not_image"
+            ) from None
         except Image.DecompressionBombError as error:
-            raise RejectedImage(f"decompression bomb: {error}") from None
+            raise RejectedImage(f"decompression bomb: {error}", "bomb") from None
         except Exception as error:  # noqa: BLE001 - any decoder failure is a bad file
             raise RejectedImage(f"truncated or corrupt header: {error}") from None
         width, height = image.size
         if width * height > max_pixels:
             raise RejectedImage(
                 f"decompression bomb: {width}x{height} = {width * height:,} pixels "
-                f"> limit {max_pixels:,}"
+                f"> limit {max_pixels:,}",
+                "bomb",
             )
         try:
             image.load()
@@ -86,7 +94,8 @@ def decode_image(
     image = _apply_exif_orientation(image, flags)
     if min(image.size) < min_side:
         raise RejectedImage(
-            f"too small: {image.size[0]}x{image.size[1]} px (shorter side < {min_side} px)"
+            f"too small: {image.size[0]}x{image.size[1]} px (shorter side < {min_side} px)",
+            "too_small",
         )
     if min(image.size) < TINY_SIDE:
         flags.append("tiny")

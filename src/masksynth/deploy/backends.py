@@ -9,9 +9,7 @@ needs nothing else. onnxruntime is an optional extra: `pip install -e ".[onnx]"`
 
 from __future__ import annotations
 
-import io
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +19,10 @@ from torch import nn
 from masksynth.classify.checkpoint import load_classifier, predict_proba
 from masksynth.errors import MasksynthError
 from masksynth.fileio import atomic_open, file_sha256
+from masksynth.onnxio import cpu_session, export_bytes, require
 
 BACKENDS = ("torch", "onnxruntime")
 META_KEY = "masksynth"
-OPSET = 18
 # metadata kept in the ONNX file: what prediction needs and where the model came from
 META_KEYS = ("class_names", "positive_class", "size", "mean", "std", "temperature", "prepare")
 
@@ -46,32 +44,15 @@ class Calibrated(nn.Module):
 
 def onnx_bytes(checkpoint: str | Path) -> tuple[bytes, dict]:
     """The checkpoint as a self-contained ONNX model (bytes) and the metadata it carries."""
-    try:
-        import onnx
-    except ImportError:
-        raise MasksynthError(
-            'ONNX export needs the optional extra: pip install -e ".[onnx]"'
-        ) from None
+    require("ONNX export")
+    import onnx  # imported here: ~1 s, needed only to write the metadata
+
     model, meta = load_classifier(checkpoint, torch.device("cpu"))
     wrapped = Calibrated(model, meta).eval()
     size = int(meta["size"])
     example = torch.rand(2, 3, size, size) * 255.0
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-        # the TorchScript exporter: a plain CNN needs nothing of the dynamo exporter, which
-        # would add onnxscript to the extra and minutes of tracing
-        torch.onnx.export(
-            wrapped,
-            (example,),
-            buffer,
-            dynamo=False,
-            input_names=["pixels"],
-            output_names=["probabilities"],
-            dynamic_axes={"pixels": {0: "faces"}, "probabilities": {0: "faces"}},
-            opset_version=OPSET,
-        )
-    proto = onnx.load_from_string(buffer.getvalue())
+    data = export_bytes(wrapped, example, "pixels", "probabilities")
+    proto = onnx.load_from_string(data)
     carried = {
         **{k: meta[k] for k in META_KEYS if k in meta},
         "checkpoint_sha256": file_sha256(checkpoint),
@@ -108,24 +89,14 @@ class OnnxBackend:
     name = "onnxruntime"
 
     def __init__(self, source: Path, threads: int = 0) -> None:
-        try:
-            import onnxruntime
-        except ImportError:
-            raise MasksynthError(
-                '--backend onnxruntime needs the optional extra: pip install -e ".[onnx]"'
-            ) from None
+        require("--backend onnxruntime")
         if source.suffix.lower() == ".onnx":
             data = source.read_bytes()
             meta = None
         else:
             data, meta = onnx_bytes(source)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
         try:
-            self.session = onnxruntime.InferenceSession(
-                data, options, providers=["CPUExecutionProvider"]
-            )
+            self.session = cpu_session(data, threads)
         except Exception as error:  # noqa: BLE001 - any load failure is a bad model file
             raise MasksynthError(f"{source} is not a usable ONNX model: {error}") from None
         if meta is None:
@@ -139,7 +110,7 @@ class OnnxBackend:
         return self.session.run(None, {"pixels": crops.astype(np.float32)})[0]
 
 
-def load_backend(source: str | Path, backend: str, device: torch.device):
+def load_backend(source: str | Path, backend: str, device: torch.device, threads: int = 0):
     """A .onnx file always runs on onnxruntime; a checkpoint on the backend asked for."""
     source = Path(source)
     if backend not in BACKENDS:
@@ -147,5 +118,5 @@ def load_backend(source: str | Path, backend: str, device: torch.device):
     if not source.is_file():
         raise MasksynthError(f"{source}: no such model file")
     if backend == "onnxruntime" or source.suffix.lower() == ".onnx":
-        return OnnxBackend(source)
+        return OnnxBackend(source, threads)
     return TorchBackend(source, device)

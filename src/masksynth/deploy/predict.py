@@ -2,9 +2,9 @@
 
 One record per face; a frame without a face and a file that cannot be read get one record
 each (status `no_face` / `error`, with the reason), so every input is accounted for. Records
-stream to stdout as JSON lines, or go to OUT/predictions.jsonl|csv, written under a
-temporary name and renamed when the run ends (Ctrl-C ends it cleanly, keeping what was
-done).
+stream to stdout as JSON lines, or to OUT/predictions.jsonl|csv, each frame's records
+flushed as the frame is done: a camera's records can be read while it runs, and a run
+stopped in any way (Ctrl-C, kill -9) keeps every finished frame.
 """
 
 from __future__ import annotations
@@ -87,12 +87,14 @@ class RecordSink:
             )
             self.csv.writeheader()
 
-    def write(self, record: dict) -> None:
-        if self.csv is not None:
-            box = record.get("box") or [None] * 4
-            self.csv.writerow({**record, **dict(zip("xywh", box, strict=True))})
-        else:
-            self.handle.write(json.dumps(record) + "\n")
+    def write(self, records: list[dict]) -> None:
+        """One frame's records, flushed together."""
+        for record in records:
+            if self.csv is not None:
+                box = record.get("box") or [None] * 4
+                self.csv.writerow({**record, **dict(zip("xywh", box, strict=True))})
+            else:
+                self.handle.write(json.dumps(record) + "\n")
         self.handle.flush()
 
 
@@ -102,7 +104,14 @@ def _sink(out_dir: Path | None, fmt: str, probability_keys: list[str]) -> Iterat
         yield RecordSink(sys.stdout, fmt, probability_keys)
         return
     kwargs = {"newline": ""} if fmt == "csv" else {}
-    with atomic_open(out_dir / f"predictions.{fmt}", "w", encoding="utf-8", **kwargs) as handle:
+    path = out_dir / f"predictions.{fmt}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # not atomic: a stream, readable while it grows (a camera never ends)
+        handle = open(path, "w", encoding="utf-8", **kwargs)  # noqa: SIM115 - closed below
+    except OSError as error:
+        raise MasksynthError(f"{path}: cannot write there ({error.strerror})") from None
+    with handle:
         yield RecordSink(handle, fmt, probability_keys)
 
 
@@ -191,8 +200,7 @@ def predict(
             for item in items:
                 for frame in frames(item, settings, every, max_frames):
                     records = safe_records(predictor, frame)
-                    for record in records:
-                        sink.write(record)
+                    sink.write(records)
                     status = records[0]["status"]
                     counts["frames"] += 1
                     counts[status if status != "ok" else "frames_with_faces"] += 1

@@ -29,8 +29,10 @@ class FacePredictor:
         device: str = "auto",
         decision: Decision | None = None,
         backend: str = "torch",
+        threads: int = 0,
     ) -> None:
-        self.backend = load_backend(checkpoint, backend, pick_device(device))
+        """threads: onnxruntime's threads for this model (0: one per core)."""
+        self.backend = load_backend(checkpoint, backend, pick_device(device), threads)
         self.meta = self.backend.meta
         self.decision = decision or Decision()
         self.classes: list[str] = list(self.meta["class_names"])

@@ -5,13 +5,19 @@ The model is loaded once at start-up. `POST /predict` takes one image, as the ra
 same per-face records as `masksynth predict`. The service protects itself before it
 works: a body over the size limit is refused with 413 as soon as its declared or received
 length passes the limit (never read whole), a body that is not an image gets 415, an image
-that does not decode 422, and requests beyond the concurrency limit 503 at once. Every
-refusal is JSON with a one-line `error`; nothing a client sends can stop the service.
+that does not decode 422, and requests beyond the concurrency limit 503 at once. A client
+that trickles its request (slowloris) is cut off: a body not received within the body
+timeout gets 408 and frees its place, and a connection whose request head is not complete
+within the header timeout is closed (uvicorn itself times out only idle keep-alive
+connections, and any byte restarts that timer). Every refusal is JSON with a one-line
+`error`; nothing a client sends can stop the service.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import queue
 import time
 from contextlib import asynccontextmanager
@@ -40,6 +46,8 @@ from masksynth.deploy.sources import decode_as_trained
 
 log = logging.getLogger(__name__)
 RAW_TYPES = ("image/", "application/octet-stream")
+# an image that cannot be used: too many pixels 413, not an image 415, the rest 422
+REJECTED_STATUS = {"bomb": 413, "not_image": 415}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -76,8 +84,9 @@ class Metrics:
         )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as its declared or received size passes `limit`."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, refused with 413 as soon as its declared or received size passes `limit`,
+    and with 408 when it has not all arrived within `timeout` seconds."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -86,19 +95,26 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise Refused(400, "Content-Length is not a number") from None
         if length > limit:
             raise Refused(413, f"body of {length:,} bytes > limit {limit:,}")
-    chunks, size = [], 0
-    try:
+    chunks: list[bytes] = []
+
+    async def receive() -> None:
+        size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise Refused(413, f"body over the limit of {limit:,} bytes")
             chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(receive(), timeout)
     except ClientDisconnect:
         raise Refused(400, "the client went away before sending the whole body") from None
+    except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11
+        raise Refused(408, f"the body did not arrive within {timeout:g} s") from None
     return b"".join(chunks)
 
 
-async def image_bytes(request: Request, limit: int) -> tuple[bytes, str]:
+async def image_bytes(request: Request, limit: int, timeout: float) -> tuple[bytes, str]:
     """The uploaded image's bytes and name, from a raw body or the first file of a form."""
     kind = request.headers.get("content-type", "application/octet-stream").lower()
     if not (kind.startswith(RAW_TYPES) or kind.startswith("multipart/form-data")):
@@ -107,7 +123,7 @@ async def image_bytes(request: Request, limit: int) -> tuple[bytes, str]:
             f"content type {kind.split(';')[0]!r} is not an image: send image/*, "
             "application/octet-stream or a multipart/form-data upload",
         )
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, timeout)
     if not kind.startswith("multipart/form-data"):
         return body, "upload"
     sent = False
@@ -141,8 +157,10 @@ def create_app(checkpoint: str | Path, config: ServiceConfig | None = None) -> F
     predictors: queue.Queue[FacePredictor] = queue.Queue()
     # loaded now, before the server starts: a bad model file is a one-line error, not a
     # server that starts and fails its lifespan
+    # onnxruntime sessions share the cores (each would take all of them: oversubscribed)
+    threads = max(1, (os.cpu_count() or 1) // config.workers) if config.workers > 1 else 0
     for _ in range(config.workers):
-        predictors.put(FacePredictor(checkpoint, config.device, decision, config.backend))
+        predictors.put(FacePredictor(checkpoint, config.device, decision, config.backend, threads))
     first = predictors.queue[0]
     model_info = {
         "masksynth": __version__,
@@ -189,15 +207,7 @@ def create_app(checkpoint: str | Path, config: ServiceConfig | None = None) -> F
         try:  # decoded before a model is taken: a bad upload never holds one
             rgb = decode_as_trained(data, name, first.meta["prepare"])
         except RejectedImage as error:
-            reason = str(error)
-            status = (
-                413
-                if reason.startswith("decompression bomb")
-                else 415
-                if reason.startswith("not an image")
-                else 422
-            )
-            raise Refused(status, reason) from None
+            raise Refused(REJECTED_STATUS.get(error.kind, 422), str(error)) from None
         predictor = predictors.get()
         try:
             faces = predictor.predict(rgb)
@@ -214,7 +224,7 @@ def create_app(checkpoint: str | Path, config: ServiceConfig | None = None) -> F
         metrics.in_flight.inc()
         started = time.perf_counter()
         try:
-            data, name = await image_bytes(request, config.max_body_bytes)
+            data, name = await image_bytes(request, config.max_body_bytes, config.body_timeout_s)
             result = await run_in_threadpool(classify, data, name)
         finally:
             state["in_flight"] -= 1
@@ -255,9 +265,53 @@ KNOWN_PATHS = frozenset({"/", "/predict", "/health", "/ready", "/version", "/met
 WEB_PAGE = resources.files("masksynth.deploy") / "static" / "index.html"
 
 
+def head_deadline_protocol(seconds: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request head is not complete
+    `seconds` after the connection opened or the previous answer was sent."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadDeadline(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if getattr(self, "_deadline", None) is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            # IDLE: no complete request head yet (a request being answered is never cut)
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadDeadline
+
+
 def serve(checkpoint: str | Path, host: str, port: int, config: ServiceConfig) -> None:
     import uvicorn  # start-up cost
 
     app = create_app(checkpoint, config)  # a bad model file fails here, in one line
     log.info("serving %s on http://%s:%d/ (Ctrl-C stops)", checkpoint, host, port)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        http=head_deadline_protocol(config.header_timeout_s),
+        log_level="warning",
+        access_log=False,
+    )

@@ -14,7 +14,9 @@ says was decided (moves the file if it is still in INBOX, then marks it done), s
 never classified twice and never lost; killed before step 1, the file is still in INBOX
 with no trace and is classified from scratch. SQLite's journal keeps the database
 consistent under kill -9. OUT/results.csv (one row per face, or per file without faces) is
-rewritten atomically from the database after every file.
+the database's export: after every file its rows are appended (not the whole file
+rewritten, so a long-running watcher stays fast), and the database keeps the CSV's length
+after each append, so a tail a kill cut short is cut off and written again on restart.
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ CREATE TABLE IF NOT EXISTS faces (
     uncertain INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_state ON files(state);
+-- how far results.csv is complete: every file up to last_file_id, in its first `bytes`
+CREATE TABLE IF NOT EXISTS csv_export (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    last_file_id INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
 """
 
 
@@ -169,7 +177,7 @@ class Watcher:
             partial.unlink()
         if pending:
             log.info("finished %d file(s) a previous run had classified", len(pending))
-            self.export_csv()
+        self.sync_csv()
         return len(pending)
 
     def poll(self) -> tuple[int, int]:
@@ -224,7 +232,7 @@ class Watcher:
         )
         _move_file(path, target)
         self.db.execute("UPDATE files SET state = 'done' WHERE id = ?", (file_id,))
-        self.export_csv()
+        self.sync_csv()
         log.info(
             "%s: %s%s",
             name,
@@ -233,26 +241,61 @@ class Watcher:
         )
         return True
 
-    def export_csv(self) -> None:
-        """OUT/results.csv from the database: one row per face, or per file without one."""
+    def sync_csv(self) -> None:
+        """Append to OUT/results.csv the rows of every file finished since the last append.
+
+        A CSV longer than the database says (a kill between the append and its record) loses
+        the unrecorded tail, which is appended again; a missing or shorter CSV, or one with
+        another header (a model with other classes), is written anew from the database."""
+        path = self.out / "results.csv"
+        header = _csv_text([self._csv_fields()])
+        last, length = self.db.execute("SELECT last_file_id, bytes FROM csv_export").fetchone() or (
+            0,
+            0,
+        )
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as handle:
+                intact = handle.read(len(header)) == header
+        except OSError:
+            size, intact = -1, False
+        if not intact or size < length:
+            last, length = 0, 0
+        rows = self.db.execute(
+            "SELECT f.id, f.name, f.sha256, f.status, f.reason, f.destination, p.frame, "
+            "p.time_s, p.face, p.x, p.y, p.w, p.h, p.face_score, p.probabilities, p.label, "
+            "p.confidence, p.uncertain FROM files f LEFT JOIN faces p ON p.file_id = f.id "
+            "WHERE f.id > ? AND f.state = 'done' ORDER BY f.id, p.rowid",
+            (last,),
+        ).fetchall()
+        if length and size == length and not rows:
+            return
         keys = self.predictor.probability_keys
-        fields = ["file", "sha256", "status", "reason", "destination"] + [
+        lines = []
+        for row in rows:
+            probabilities = json.loads(row[14]) if row[14] else {}
+            lines.append([*row[1:14], *(probabilities.get(k) for k in keys), *row[15:]])
+        text = _csv_text(lines)
+        if length == 0:
+            with atomic_open(path, "wb") as handle:
+                handle.write(header + text)
+        else:
+            with open(path, "r+b") as handle:
+                handle.truncate(length)
+                handle.seek(length)
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+        self.db.execute(
+            "INSERT OR REPLACE INTO csv_export VALUES (1, ?, ?)",
+            (max([last, *(row[0] for row in rows)]), (length or len(header)) + len(text)),
+        )
+
+    def _csv_fields(self) -> list[str]:
+        keys = self.predictor.probability_keys
+        return ["file", "sha256", "status", "reason", "destination"] + [
             f for f in csv_fields(keys) if f not in ("source", "status", "reason")
         ]
-        rows = self.db.execute(
-            "SELECT f.name, f.sha256, f.status, f.reason, f.destination, p.frame, p.time_s, "
-            "p.face, p.x, p.y, p.w, p.h, p.face_score, p.probabilities, p.label, "
-            "p.confidence, p.uncertain FROM files f LEFT JOIN faces p ON p.file_id = f.id "
-            "ORDER BY f.id, p.rowid"
-        ).fetchall()
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(fields)
-        for row in rows:
-            probabilities = json.loads(row[13]) if row[13] else {}
-            writer.writerow([*row[:13], *(probabilities.get(k) for k in keys), *row[14:]])
-        with atomic_open(self.out / "results.csv", "w", encoding="utf-8", newline="") as handle:
-            handle.write(buffer.getvalue())
 
     def run(self, poll_seconds: float = 1.0, once: bool = False) -> dict:
         """Watch until interrupted (or, with `once`, until no file is left arriving)."""
@@ -316,6 +359,12 @@ def _record_result(
             cursor.execute("ROLLBACK")
             raise
     return file_id
+
+
+def _csv_text(rows: list[list]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue().encode("utf-8")
 
 
 def _sha256(path: Path) -> str:

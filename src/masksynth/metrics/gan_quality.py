@@ -182,8 +182,12 @@ def gan_metrics(
     prep_dir: str | Path,
     split: str = TEST,
     device: torch.device | str = "cpu",
+    reference: str | None = None,
 ) -> dict:
-    """Every quality score of each class of `synth_dir` against the real `split`, at 64 px."""
+    """Every quality score of each class of `synth_dir` against the real `split`, at 64 px.
+
+    `reference` (a real split, e.g. val) adds the same scores of those real photos against
+    `split`: what real faces of other people reach, the yardstick for each number."""
     synth_dir, prep_dir = Path(synth_dir), Path(prep_dir)
     # the synthetic set first: a bad file fails at once, before minutes of real features
     images, labels = load_synthetic(synth_dir, list(read_prepared(prep_dir)["classes"]), 64)
@@ -200,4 +204,22 @@ def gan_metrics(
         if len(fakes):
             result["classes"][name] = all_quality(reals[name], faces[name], fakes, device)
             _log(name, split, result["classes"][name])
+    if reference is not None:
+        if reference == split:
+            raise MasksynthError(f"--reference must be another split than {split}")
+        ref_inception = real_features(prep_dir, reference, 64, device)
+        ref_faces = real_faces(prep_dir, reference)
+        result["reference"] = {
+            "split": reference,
+            "what": f"the real {reference} photos scored against the real {split} photos",
+            "classes": {
+                name: {
+                    **quality(reals[name], ref_inception[name]),
+                    **face_quality(faces[name], ref_faces[name]),
+                }
+                for name in reals
+            },
+        }
+        for name, scores in result["reference"]["classes"].items():
+            _log(f"{name} (real {reference})", split, scores)
     return result

