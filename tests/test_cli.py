@@ -64,7 +64,6 @@ TRAIN_GAN_OPTIONS = {
     "ema_decay": ("0.5", "ema_decay", 0.5),
     "d_norm": ("spectral", "d_norm", "spectral"),
     "g_width": ("8", "g_width", 8),
-    "g_upsample": ("resize", "g_upsample", "resize"),
     "d_width": ("8", "d_width", 8),
     "device": ("cpu", "device", "cpu"),
     "precision": ("fp32", "precision", "fp32"),

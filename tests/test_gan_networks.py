@@ -30,21 +30,6 @@ def test_paper_generator_layers_and_shapes():
     assert not torch.allclose(out[0], out[1])  # the latent decides the image
 
 
-def test_resize_generator_has_no_transposed_kernels_at_the_top():
-    """upsample='resize': the last two up-steps (to 32 and 64 px) are nearest resizing and a
-    3x3 convolution; the lower ones stay the paper's."""
-    G = Generator(width=32, n_classes=2, upsample="resize")
-    types = _layer_types(G)
-    assert types.count("ConvTranspose2d") == 3 and types.count("Sequential") == 2
-    top = G.net[-2]
-    assert [type(m).__name__ for m in top] == ["Upsample", "Conv2d"]
-    assert top[1].kernel_size == (3, 3) and top[1].out_channels == 3
-    out = G(torch.randn(4, 128, 1, 1), torch.tensor([0, 1, 0, 1]))
-    assert out.shape == (4, 3, 64, 64) and out.abs().max() <= 1
-    with pytest.raises(ValueError, match="upsampling"):
-        Generator(upsample="bilinear-ish")
-
-
 def test_paper_discriminator_layers_and_shapes():
     D = Discriminator()
     types = [type(m).__name__ for m in D.features]

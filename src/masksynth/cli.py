@@ -209,10 +209,6 @@ def train_gan(
     g_width: Annotated[
         int | None, typer.Option(help="G width (channels of its last layer).")
     ] = None,
-    g_upsample: Annotated[
-        str | None,
-        typer.Option(help="dcgan G's last two up-steps: transpose (paper) | resize."),
-    ] = None,
     d_width: Annotated[
         int | None, typer.Option(help="D width (channels of its first layer).")
     ] = None,
@@ -278,7 +274,6 @@ def train_gan(
         ema_decay=ema_decay,
         d_norm=d_norm,
         g_width=g_width,
-        g_upsample=g_upsample,
         d_width=d_width,
         device=device,
         precision=precision,

@@ -29,7 +29,7 @@ from masksynth.gan.diffaugment import TRANSFORMS
 from masksynth.gan.loop import Quality, Trainer
 from masksynth.gan.loss import LOSSES, Objective
 from masksynth.gan.monitor import GRID_SIZE
-from masksynth.gan.networks import FAMILIES, IMAGE_SIZE, UPSAMPLES
+from masksynth.gan.networks import FAMILIES, IMAGE_SIZE
 from masksynth.gan.pair import GanPair, build_pairs
 from masksynth.gan.resume import gan_inputs, resumable
 from masksynth.runinfo import run_record
@@ -156,8 +156,6 @@ def _validate(config: GanConfig) -> None:
         raise MasksynthError(
             f"--family must be one of {', '.join(FAMILIES)} and --loss one of {', '.join(LOSSES)}"
         )
-    if config.g_upsample not in UPSAMPLES:
-        raise MasksynthError(f"--g-upsample must be one of {', '.join(UPSAMPLES)}")
     if config.dp_epsilon and (config.family != "dcgan" or config.loss != "bce"):
         raise MasksynthError("--dp-epsilon trains the paper's DCGAN with its BCE loss only")
     if config.dp_epsilon and config.minutes:

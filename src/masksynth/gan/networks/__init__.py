@@ -14,13 +14,12 @@ from torch import nn
 
 from masksynth.config import GanConfig
 from masksynth.gan.networks import fastgan, projected
-from masksynth.gan.networks.dcgan import IMAGE_SIZE, UPSAMPLES, Z_DIM, Discriminator, Generator
+from masksynth.gan.networks.dcgan import IMAGE_SIZE, Z_DIM, Discriminator, Generator
 
 FAMILIES = ("dcgan", "fastgan")
 
 __all__ = [
     "FAMILIES",
-    "UPSAMPLES",
     "IMAGE_SIZE",
     "Z_DIM",
     "Discriminator",
@@ -34,7 +33,7 @@ def build_generator(config: GanConfig, n_classes: int) -> nn.Module:
     classes = n_classes if config.mode == "conditional" else 0
     if config.family == "fastgan":
         return fastgan.Generator(config.z_dim, config.g_width, classes)
-    return Generator(config.z_dim, config.g_width, classes, config.g_upsample)
+    return Generator(config.z_dim, config.g_width, classes)
 
 
 def build_discriminator(config: GanConfig, n_classes: int) -> nn.Module:

@@ -14,7 +14,6 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 Z_DIM = 128
 IMAGE_SIZE = 64
-UPSAMPLES = ("transpose", "resize")
 
 
 def _init_dcgan(module: nn.Module) -> None:
@@ -30,48 +29,28 @@ def _init_dcgan(module: nn.Module) -> None:
 
 
 class Generator(nn.Module):
-    """z (N, 128, 1, 1) [+ class] -> image (N, 3, 64, 64) in [-1, 1].
+    """z (N, 128, 1, 1) [+ class] -> image (N, 3, 64, 64) in [-1, 1]."""
 
-    `upsample`: 'transpose' (the paper's strided ConvTranspose throughout) or 'resize': the
-    last two up-steps become nearest-neighbour resizing and a 3x3 convolution, which cannot
-    produce the checkerboard pattern of overlapping transposed kernels (Odena et al. 2016,
-    "Deconvolution and Checkerboard Artifacts") where it shows most, at full resolution.
-    """
-
-    def __init__(
-        self, z_dim: int = Z_DIM, width: int = 64, n_classes: int = 0, upsample: str = "transpose"
-    ) -> None:
+    def __init__(self, z_dim: int = Z_DIM, width: int = 64, n_classes: int = 0) -> None:
         super().__init__()
-        if upsample not in UPSAMPLES:
-            raise ValueError(f"unknown generator upsampling {upsample!r}")
         self.z_dim, self.n_classes = z_dim, n_classes
         self.embed = nn.Embedding(n_classes, z_dim) if n_classes else None
         in_ch = z_dim * 2 if n_classes else z_dim
         w = width
-
-        def up(cin: int, cout: int, resize: bool) -> nn.Module:
-            if not resize:
-                return nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False)
-            return nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv2d(cin, cout, 3, 1, 1, bias=False),
-            )
-
-        resize = upsample == "resize"
         self.net = nn.Sequential(
             nn.ConvTranspose2d(in_ch, w * 8, 4, 1, 0, bias=False),  # 4x4
             nn.BatchNorm2d(w * 8),
             nn.ReLU(True),
-            up(w * 8, w * 4, False),  # 8x8
+            nn.ConvTranspose2d(w * 8, w * 4, 4, 2, 1, bias=False),  # 8x8
             nn.BatchNorm2d(w * 4),
             nn.ReLU(True),
-            up(w * 4, w * 2, False),  # 16x16
+            nn.ConvTranspose2d(w * 4, w * 2, 4, 2, 1, bias=False),  # 16x16
             nn.BatchNorm2d(w * 2),
             nn.ReLU(True),
-            up(w * 2, w, resize),  # 32x32
+            nn.ConvTranspose2d(w * 2, w, 4, 2, 1, bias=False),  # 32x32
             nn.BatchNorm2d(w),
             nn.ReLU(True),
-            up(w, 3, resize),  # 64x64
+            nn.ConvTranspose2d(w, 3, 4, 2, 1, bias=False),  # 64x64
             nn.Tanh(),
         )
         _init_dcgan(self)
