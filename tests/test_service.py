@@ -332,6 +332,7 @@ def test_a_client_that_trickles_its_request_is_cut_off(model):
         started = time.monotonic()
         answer = slow.getresponse()
         assert answer.status == 408 and "2 s" in json.loads(answer.read())["error"]
+        assert answer.getheader("Connection") == "close"  # the unread rest cannot hold it
         assert 1.5 < time.monotonic() - started < 10
         slow.close()
         photo = photo_with_one_face(root, "with_mask").read_bytes()

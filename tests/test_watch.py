@@ -89,7 +89,8 @@ def test_each_dropped_file_is_classified_once_and_moved(model, tmp_path):
 
 
 def test_the_csv_is_appended_and_repaired_from_the_database(model, tmp_path):
-    """A tail a kill left unrecorded is cut off; a deleted CSV is written anew, the same."""
+    """A tail a kill left unrecorded is cut off; a deleted or edited CSV is written anew,
+    the same."""
     checkpoint, root = model
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     expected = _drop(inbox, root)
@@ -100,6 +101,11 @@ def test_the_csv_is_appended_and_repaired_from_the_database(model, tmp_path):
     assert run_cli(*_watch(checkpoint, inbox, out)).returncode == 0
     assert (out / "results.csv").read_bytes() == complete
     (out / "results.csv").unlink()
+    assert run_cli(*_watch(checkpoint, inbox, out)).returncode == 0
+    assert (out / "results.csv").read_bytes() == complete
+    # the same header over other rows, longer than the record: not the CSV it vouches for
+    header = complete.split(b"\n", 1)[0] + b"\n"
+    (out / "results.csv").write_bytes(header + b"x,y\n" * len(complete))
     assert run_cli(*_watch(checkpoint, inbox, out)).returncode == 0
     assert (out / "results.csv").read_bytes() == complete
     _check_final(inbox, out, expected)

@@ -20,14 +20,16 @@ OPSET = 18
 EXTRA = 'pip install -e ".[onnx]"'  # the optional extra that brings onnx and onnxruntime
 
 
-def available() -> bool:
-    """True when the optional extra is installed (export and sessions both work)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+def available(*packages: str) -> bool:
+    """True when these packages of the optional extra are installed (default: both, which
+    export and sessions need)."""
+    names = packages or ("onnx", "onnxruntime")
+    return all(importlib.util.find_spec(name) is not None for name in names)
 
 
-def require(what: str) -> None:
+def require(what: str, *packages: str) -> None:
     """A one-line error naming the extra when `what` needs it and it is missing."""
-    if not available():
+    if not available(*packages):
         raise MasksynthError(f"{what} needs the optional extra: {EXTRA}")
 
 

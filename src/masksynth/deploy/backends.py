@@ -89,7 +89,7 @@ class OnnxBackend:
     name = "onnxruntime"
 
     def __init__(self, source: Path, threads: int = 0) -> None:
-        require("--backend onnxruntime")
+        require("--backend onnxruntime", "onnxruntime")  # a .onnx file needs no exporter
         if source.suffix.lower() == ".onnx":
             data = source.read_bytes()
             meta = None

@@ -76,7 +76,7 @@ def safe_records(predictor: FacePredictor, frame: Frame) -> list[dict]:
 
 
 class RecordSink:
-    """JSON lines or CSV rows, to a stream or (atomically) to a file."""
+    """JSON lines or CSV rows, to a stream or a file, flushed frame by frame."""
 
     def __init__(self, handle: IO, fmt: str, probability_keys: list[str]) -> None:
         self.handle, self.fmt = handle, fmt

@@ -200,7 +200,11 @@ def create_app(checkpoint: str | Path, config: ServiceConfig | None = None) -> F
 
     @app.exception_handler(Refused)
     async def refused(_: Request, error: Refused) -> JSONResponse:
-        headers = {"Retry-After": "1"} if error.status == 503 else None
+        # a refusal may leave the body unread: the connection ends with the answer, so the
+        # rest of a body can never hold it open
+        headers = {"Connection": "close"}
+        if error.status == 503:
+            headers["Retry-After"] = "1"
         return JSONResponse({"error": error.reason}, status_code=error.status, headers=headers)
 
     def classify(data: bytes, name: str) -> dict:
@@ -266,9 +270,8 @@ WEB_PAGE = resources.files("masksynth.deploy") / "static" / "index.html"
 
 
 def head_deadline_protocol(seconds: float) -> type:
-    """uvicorn's h11 protocol, closing a connection whose request head is not complete
-    `seconds` after the connection opened or the previous answer was sent."""
-    import h11
+    """uvicorn's h11 protocol, closing a connection that, `seconds` after it opened or after
+    the previous answer was sent, has no request being answered."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeadDeadline(H11Protocol):
@@ -295,8 +298,10 @@ def head_deadline_protocol(seconds: float) -> type:
 
         def _expire(self) -> None:
             self._deadline = None
-            # IDLE: no complete request head yet (a request being answered is never cut)
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            # no request being answered: either no complete head yet, or the answer was
+            # sent and the client is still trickling (a body the service refused unread)
+            answering = self.cycle is not None and not self.cycle.response_complete
+            if not answering and not self.transport.is_closing():
                 self.transport.close()
 
     return HeadDeadline

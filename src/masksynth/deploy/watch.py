@@ -43,6 +43,7 @@ from masksynth.errors import MasksynthError
 from masksynth.fileio import atomic_open, numbered
 
 log = logging.getLogger(__name__)
+TAIL_BYTES = 4096  # how much of the CSV's end the database vouches for
 UPLOAD_SUFFIXES = (".part", ".tmp", ".filepart", ".partial", ".crdownload", ".download", ".!ut")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -71,11 +72,13 @@ CREATE TABLE IF NOT EXISTS faces (
     uncertain INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_state ON files(state);
--- how far results.csv is complete: every file up to last_file_id, in its first `bytes`
+-- how far results.csv is complete: every file up to last_file_id, in its first `bytes`,
+-- whose last (up to) 4 KiB hash to `tail` (a CSV edited or rewritten since does not match)
 CREATE TABLE IF NOT EXISTS csv_export (
     one INTEGER PRIMARY KEY CHECK (one = 1),
     last_file_id INTEGER NOT NULL,
-    bytes INTEGER NOT NULL
+    bytes INTEGER NOT NULL,
+    tail TEXT NOT NULL
 );
 """
 
@@ -175,6 +178,8 @@ class Watcher:
                 )
         for partial in self.out.rglob(".*.moving"):  # copies a kill cut short
             partial.unlink()
+        for partial in self.out.glob(".results.csv.*.tmp"):  # a CSV rewrite a kill cut short
+            partial.unlink()
         if pending:
             log.info("finished %d file(s) a previous run had classified", len(pending))
         self.sync_csv()
@@ -245,21 +250,23 @@ class Watcher:
         """Append to OUT/results.csv the rows of every file finished since the last append.
 
         A CSV longer than the database says (a kill between the append and its record) loses
-        the unrecorded tail, which is appended again; a missing or shorter CSV, or one with
-        another header (a model with other classes), is written anew from the database."""
+        the unrecorded tail, which is appended again; a CSV that is missing, shorter, or not
+        the one recorded (another header after a model with other classes, an edit) is
+        written anew from the database."""
         path = self.out / "results.csv"
         header = _csv_text([self._csv_fields()])
-        last, length = self.db.execute("SELECT last_file_id, bytes FROM csv_export").fetchone() or (
-            0,
-            0,
-        )
+        recorded = self.db.execute("SELECT last_file_id, bytes, tail FROM csv_export").fetchone()
+        last, length, tail = recorded or (0, 0, "")
         try:
-            size = path.stat().st_size
             with open(path, "rb") as handle:
-                intact = handle.read(len(header)) == header
+                size = os.fstat(handle.fileno()).st_size
+                intact = handle.read(len(header)) == header and size >= length
+                if intact and length:
+                    handle.seek(max(0, length - TAIL_BYTES))
+                    intact = _tail_hash(handle.read(min(length, TAIL_BYTES))) == tail
         except OSError:
             size, intact = -1, False
-        if not intact or size < length:
+        if not intact:
             last, length = 0, 0
         rows = self.db.execute(
             "SELECT f.id, f.name, f.sha256, f.status, f.reason, f.destination, p.frame, "
@@ -277,18 +284,24 @@ class Watcher:
             lines.append([*row[1:14], *(probabilities.get(k) for k in keys), *row[15:]])
         text = _csv_text(lines)
         if length == 0:
+            # forget the old record first: killed after the rewrite, a restart rewrites again
+            self.db.execute("DELETE FROM csv_export")
+            content = header + text
             with atomic_open(path, "wb") as handle:
-                handle.write(header + text)
+                handle.write(content)
         else:
             with open(path, "r+b") as handle:
                 handle.truncate(length)
+                handle.seek(max(0, length - TAIL_BYTES))
+                content = handle.read() + text  # the bytes the new tail hash covers
                 handle.seek(length)
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
+        total = (length or len(header)) + len(text)
         self.db.execute(
-            "INSERT OR REPLACE INTO csv_export VALUES (1, ?, ?)",
-            (max([last, *(row[0] for row in rows)]), (length or len(header)) + len(text)),
+            "INSERT OR REPLACE INTO csv_export VALUES (1, ?, ?, ?)",
+            (max([last, *(row[0] for row in rows)]), total, _tail_hash(content[-TAIL_BYTES:])),
         )
 
     def _csv_fields(self) -> list[str]:
@@ -359,6 +372,10 @@ def _record_result(
             cursor.execute("ROLLBACK")
             raise
     return file_id
+
+
+def _tail_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _csv_text(rows: list[list]) -> bytes:

@@ -191,6 +191,11 @@ def gan_metrics(
     synth_dir, prep_dir = Path(synth_dir), Path(prep_dir)
     # the synthetic set first: a bad file fails at once, before minutes of real features
     images, labels = load_synthetic(synth_dir, list(read_prepared(prep_dir)["classes"]), 64)
+    if reference == split:
+        raise MasksynthError(f"--reference must be another split than {split}")
+    if reference is not None:  # first, so that a bad split fails before minutes of work
+        ref_inception = real_features(prep_dir, reference, 64, device)
+        ref_faces = real_faces(prep_dir, reference)
     reals, faces = real_features(prep_dir, split, 64, device), real_faces(prep_dir, split)
     result = {
         "synthetic": str(synth_dir),
@@ -205,10 +210,6 @@ def gan_metrics(
             result["classes"][name] = all_quality(reals[name], faces[name], fakes, device)
             _log(name, split, result["classes"][name])
     if reference is not None:
-        if reference == split:
-            raise MasksynthError(f"--reference must be another split than {split}")
-        ref_inception = real_features(prep_dir, reference, 64, device)
-        ref_faces = real_faces(prep_dir, reference)
         result["reference"] = {
             "split": reference,
             "what": f"the real {reference} photos scored against the real {split} photos",

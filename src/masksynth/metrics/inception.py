@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import warnings
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from torch import nn
 
 from masksynth.errors import MasksynthError
 from masksynth.onnxio import available, cpu_session, export_bytes
+
+log = logging.getLogger(__name__)
 
 INCEPTION_FILE = "default_1.pt"
 INPUT_RANGE = (-1.0, 0.9921875)  # TF-Inception's (x - 128) / 128 range
@@ -97,7 +100,10 @@ class OnnxInceptionFeatures:
 @functools.cache
 def _model(device: str, backend: str):
     if backend == "onnxruntime":
-        return OnnxInceptionFeatures(torch.get_num_threads())
+        try:
+            return OnnxInceptionFeatures(torch.get_num_threads())
+        except Exception as error:  # noqa: BLE001 - a broken install: torch gives the same
+            log.warning("Inception on onnxruntime failed (%s); using torch", error)
     return InceptionFeatures().to(device)
 
 
