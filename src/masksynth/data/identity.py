@@ -150,8 +150,8 @@ def embed_identities(images: torch.Tensor, workers: int = 0, name: str = "sface"
         return IdentityEmbedder(name).embed(images)
     keys = [(name, str(image.dtype), tuple(image.shape), _pixel_hash(image)) for image in images]
     missing = [i for i, key in enumerate(keys) if key not in _EMBEDDED]
-    new = _embed_all(images[missing], workers, name) if missing else None
-    rows = {i: row for i, row in zip(missing, new if new is not None else [], strict=True)}
+    new = _embed_all(images[missing], workers, name) if missing else []
+    rows = dict(zip(missing, new, strict=True))
     out = np.stack([rows[i] if i in rows else _EMBEDDED[key] for i, key in enumerate(keys)])
     for i, row in rows.items():
         _EMBEDDED[keys[i]] = row.copy()  # not a view that keeps the whole batch alive

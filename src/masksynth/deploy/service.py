@@ -7,9 +7,10 @@ works: a body over the size limit is refused with 413 as soon as its declared or
 length passes the limit (never read whole), a body that is not an image gets 415, an image
 that does not decode 422, and requests beyond the concurrency limit 503 at once. A client
 that trickles its request (slowloris) is cut off: a body not received within the body
-timeout gets 408 and frees its place, and a connection whose request head is not complete
-within the header timeout is closed (uvicorn itself times out only idle keep-alive
-connections, and any byte restarts that timer). Every refusal is JSON with a one-line
+timeout gets 408 and frees its place, and a connection with no request being answered
+(a head still arriving, or bytes trickling after the answer) is closed after the header
+timeout (uvicorn itself times out only idle keep-alive connections, and any byte restarts
+that timer). Every refusal is JSON with a one-line
 `error`; nothing a client sends can stop the service.
 """
 

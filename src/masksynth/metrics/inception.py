@@ -121,9 +121,6 @@ def extract_features(
     model = _model(str(device), backend)
     out = []
     for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size]
-        if backend == "onnxruntime":
-            out.append(model(batch))
-            continue
-        out.append(model(batch.to(device)).cpu())
+        # onnxruntime is chosen only on a CPU: there .to and .cpu cost nothing
+        out.append(model(images[start : start + batch_size].to(device)).cpu())
     return torch.cat(out) if out else torch.zeros(0, FEATURE_DIM)
