@@ -35,3 +35,28 @@ def result(name: str, unit: str, ours: list[float], plain: list[float] | None, *
 def batches(loader: Iterable, n: int) -> Iterator:
     """n batches of the loader, epoch after epoch (a new epoch decodes every photo again)."""
     return itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader)), n)
+
+
+def gan_step_seconds(trainer, n_images: int, batch: int, steps: int, warmup: int = 1) -> float:
+    """Seconds for `steps` of masksynth's GAN training step (the trainer's first pair) on
+    seeded random batches of the cached images, after `warmup` untimed steps."""
+    import time
+
+    import torch
+
+    device, pair = trainer.device, trainer.pairs[0]
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        torch.randperm(n_images, generator=generator)[:batch].to(device)
+        for _ in range(steps + warmup)
+    ]
+    for rows in batches[:warmup]:  # kernel selection, allocator
+        trainer.train_step(pair, rows)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for rows in batches[warmup:]:
+        trainer.train_step(pair, rows)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import batches, result
+from common import batches, gan_step_seconds, result
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
@@ -102,20 +102,7 @@ def masksynth_loop(prep_dir: Path, steps: int, device: torch.device, precision: 
     data = data._replace(labels=torch.zeros_like(data.labels), class_names=["all"])
     pairs = build_pairs(config, data.class_names, data.labels, device)
     trainer = Trainer(config, pairs, Objective(), data, device, precision, Path("."), Ranks())
-    generator = torch.Generator().manual_seed(0)
-    batches = [
-        torch.randperm(len(data.images), generator=generator)[:BATCH].to(device)
-        for _ in range(steps + 1)
-    ]
-    trainer.train_step(pairs[0], batches[0])  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for batch in batches[1:]:
-        trainer.train_step(pairs[0], batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * BATCH / (time.perf_counter() - started)
+    return steps * BATCH / gan_step_seconds(trainer, len(data.images), BATCH, steps)
 
 
 def compute_only(steps: int, device: torch.device, precision: str) -> float:

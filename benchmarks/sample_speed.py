@@ -36,7 +36,9 @@ def plain_sample(run_dir: Path, out: Path, n_per_class: int, device: torch.devic
     for name, class_index in state["unit_classes"].items():
         weights = state["units"][name]
         conditional = class_index is None
-        G = Generator(config["z_dim"], config["g_width"], len(classes) if conditional else 0)
+        n_classes = len(classes) if conditional else 0
+        class_norm = bool(config.get("g_class_norm")) and conditional
+        G = Generator(config["z_dim"], config["g_width"], n_classes, class_norm)
         G.load_state_dict(weights["G_ema"] if "G_ema" in weights else weights["G"])
         G.to(device).eval()
         for k in range(len(classes)) if conditional else [class_index]:

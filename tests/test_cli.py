@@ -65,6 +65,7 @@ TRAIN_GAN_OPTIONS = {
     "d_norm": ("spectral", "d_norm", "spectral"),
     "g_width": ("8", "g_width", 8),
     "d_width": ("8", "d_width", 8),
+    "g_class_norm": (None, "g_class_norm", True),
     "device": ("cpu", "device", "cpu"),
     "precision": ("fp32", "precision", "fp32"),
     "deterministic": (None, "deterministic", True),

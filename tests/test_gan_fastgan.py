@@ -35,8 +35,9 @@ TINY = dict(
 )
 
 
-def test_shapes_and_the_class_matters():
-    config = gan_config("quick", **TINY)
+@pytest.mark.parametrize("class_norm", [False, True])
+def test_shapes_and_the_class_matters(class_norm):
+    config = gan_config("quick", **{**TINY, "g_class_norm": class_norm})
     G, D = build_generator(config, 2), build_discriminator(config, 2)
     z, labels = torch.randn(3, config.z_dim, 1, 1), torch.tensor([0, 1, 1])
     images = G(z, labels)
@@ -44,6 +45,7 @@ def test_shapes_and_the_class_matters():
     assert not torch.allclose(images[1], images[2])  # the latent decides the image
     with pytest.raises(ValueError, match="needs labels"):
         G(z)
+    assert not torch.allclose(images, G(z, 1 - labels))  # so does the class
     logits = D(images, labels)
     assert logits.shape == (3,)
     assert not torch.allclose(D(images, labels), D(images, 1 - labels))  # the projection

@@ -53,6 +53,31 @@ def test_conditional_and_spectral_variants():
     assert not torch.allclose(D(x, labels), D(x, 1 - labels))
 
 
+def test_class_norm_generator_scales_every_layer_by_class():
+    from masksynth.gan.networks.dcgan import ClassBatchNorm2d
+
+    torch.manual_seed(0)
+    G = Generator(width=8, n_classes=2, class_norm=True)
+    norms = [m for m in G.net if isinstance(m, ClassBatchNorm2d)]
+    assert len(norms) == 4 and not any(type(m) is nn.BatchNorm2d for m in G.net)
+    # initialised as the DCGAN's BN gamma / beta, per class (not as N(0, 0.02) embeddings)
+    scale = torch.cat([m.scale.weight.flatten() for m in norms])
+    assert (scale - 1).abs().max() < 0.2 and all((m.shift.weight == 0).all() for m in norms)
+    z, labels = torch.randn(4, 128, 1, 1), torch.tensor([0, 1, 0, 1])
+    out = G(z, labels)
+    assert out.shape == (4, 3, 64, 64)
+    out.mean().backward()
+    # the class reaches every layer: each class's scale of every norm gets a gradient
+    assert all((m.scale.weight.grad.abs().sum(dim=1) > 0).all() for m in norms)
+    G.eval()
+    with torch.no_grad():  # eval mode: image i depends on (z_i, class_i) alone
+        alone = G(z[:1], labels[:1])
+        assert torch.allclose(G(z, labels)[:1], alone, atol=1e-6)
+        assert not torch.allclose(G(z[:1], 1 - labels[:1]), alone)
+    with pytest.raises(ValueError, match="needs classes"):
+        Generator(class_norm=True)
+
+
 def test_diffaugment_keeps_shape_and_gradients():
     x = torch.rand(8, 3, 64, 64, requires_grad=True)
     y = diff_augment(x * 2 - 1, "color,translation,cutout")

@@ -212,6 +212,14 @@ def train_gan(
     d_width: Annotated[
         int | None, typer.Option(help="D width (channels of its first layer).")
     ] = None,
+    g_class_norm: Annotated[
+        bool | None,
+        typer.Option(
+            "--g-class-norm/--no-g-class-norm",
+            help="Conditional G: class-wise scale and shift in G's BatchNorm layers "
+            "(per-class pairs have one class: no effect).",
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
     precision: Annotated[str | None, typer.Option(help="auto | fp32 | bf16.")] = None,
     deterministic: Annotated[
@@ -275,6 +283,7 @@ def train_gan(
         d_norm=d_norm,
         g_width=g_width,
         d_width=d_width,
+        g_class_norm=g_class_norm,
         device=device,
         precision=precision,
         deterministic=deterministic,

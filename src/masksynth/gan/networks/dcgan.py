@@ -3,7 +3,9 @@
 G: ConvTranspose + BatchNorm + ReLU, tanh output. D: Conv + LeakyReLU(0.2) with BatchNorm
 after the middle layers; it returns logits (the paper's sigmoid lives in the loss,
 BCE-with-logits: the same model with stable numerics). The conditional pair uses a class
-embedding concatenated to z in G and a projection discriminator (Miyato & Koyama 2018).
+embedding concatenated to z in G and a projection discriminator (Miyato & Koyama 2018);
+with `class_norm`, G's BatchNorm layers also scale and shift by class (conditional
+BatchNorm), so the class steers every layer, not only the first.
 """
 
 from __future__ import annotations
@@ -23,32 +25,70 @@ def _init_dcgan(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+    for m in module.modules():  # after the loop above, which drew their embeddings as weights
+        if isinstance(m, ClassBatchNorm2d):  # the class-wise BN gamma and beta
+            nn.init.normal_(m.scale.weight, 1.0, 0.02)
+            nn.init.zeros_(m.shift.weight)
+
+
+class ClassBatchNorm2d(nn.Module):
+    """BatchNorm with a scale and shift per class (de Vries et al. 2017, as in SNGAN's and
+    BigGAN's conditional generators); statistics are shared by the classes."""
+
+    def __init__(self, channels: int, n_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.scale = nn.Embedding(n_classes, channels)
+        self.shift = nn.Embedding(n_classes, channels)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.scale(labels)[:, :, None, None], self.shift(labels)[:, :, None, None]
+        return self.norm(x) * scale + shift
+
+
+def through(layers: nn.Sequential, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """h through the layers, the class labels given to each class-wise BatchNorm."""
+    for layer in layers:
+        h = layer(h, labels) if isinstance(layer, ClassBatchNorm2d) else layer(h)
+    return h
+
+
+def batch_norm(channels: int, n_classes: int, class_norm: bool) -> nn.Module:
+    return ClassBatchNorm2d(channels, n_classes) if class_norm else nn.BatchNorm2d(channels)
 
 
 class Generator(nn.Module):
     """z (N, 128, 1, 1) [+ class] -> image (N, 3, 64, 64) in [-1, 1]."""
 
-    def __init__(self, z_dim: int = Z_DIM, width: int = 64, n_classes: int = 0) -> None:
+    def __init__(
+        self, z_dim: int = Z_DIM, width: int = 64, n_classes: int = 0, class_norm: bool = False
+    ) -> None:
         super().__init__()
+        if class_norm and not n_classes:
+            raise ValueError("class-conditional BatchNorm needs classes")
         self.z_dim, self.n_classes = z_dim, n_classes
         self.embed = nn.Embedding(n_classes, z_dim) if n_classes else None
         in_ch = z_dim * 2 if n_classes else z_dim
         w = width
+
+        def norm(channels: int) -> nn.Module:
+            return batch_norm(channels, n_classes, class_norm)
+
         self.net = nn.Sequential(
             nn.ConvTranspose2d(in_ch, w * 8, 4, 1, 0, bias=False),  # 4x4
-            nn.BatchNorm2d(w * 8),
+            norm(w * 8),
             nn.ReLU(True),
             nn.ConvTranspose2d(w * 8, w * 4, 4, 2, 1, bias=False),  # 8x8
-            nn.BatchNorm2d(w * 4),
+            norm(w * 4),
             nn.ReLU(True),
             nn.ConvTranspose2d(w * 4, w * 2, 4, 2, 1, bias=False),  # 16x16
-            nn.BatchNorm2d(w * 2),
+            norm(w * 2),
             nn.ReLU(True),
             nn.ConvTranspose2d(w * 2, w, 4, 2, 1, bias=False),  # 32x32
-            nn.BatchNorm2d(w),
+            norm(w),
             nn.ReLU(True),
             nn.ConvTranspose2d(w, 3, 4, 2, 1, bias=False),  # 64x64
             nn.Tanh(),
@@ -56,11 +96,11 @@ class Generator(nn.Module):
         _init_dcgan(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.embed is not None:
-            if labels is None:
-                raise ValueError("a conditional generator needs labels")
-            z = torch.cat([z, self.embed(labels)[:, :, None, None]], dim=1)
-        return self.net(z)
+        if self.embed is None:
+            return self.net(z)
+        if labels is None:
+            raise ValueError("a conditional generator needs labels")
+        return through(self.net, torch.cat([z, self.embed(labels)[:, :, None, None]], 1), labels)
 
 
 class Discriminator(nn.Module):
