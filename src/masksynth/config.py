@@ -48,7 +48,7 @@ class GanConfig:
     mode: str = "per-class"  # 'per-class': one G/D pair per class; 'conditional': one pair
     z_dim: int = 128
     g_width: int = 64  # channels of the last G layer (DCGAN's ngf)
-    # conditional DCGAN: class-wise scale and shift in every G BatchNorm (else z + class only)
+    # conditional G: class-wise scale and shift in every G BatchNorm (else z + class only)
     g_class_norm: bool = False
     d_width: int = 64  # channels of the first D layer (DCGAN's ndf)
     d_norm: str = "batch"  # 'batch' (paper) or 'spectral'

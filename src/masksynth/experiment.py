@@ -35,7 +35,7 @@ from masksynth.data.prepare import prepare
 from masksynth.errors import MasksynthError
 from masksynth.fileio import file_sha256, read_csv, read_json, write_json
 from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
-from masksynth.gan.resume import gan_inputs
+from masksynth.gan.resume import gan_inputs, recorded_gan_inputs
 from masksynth.metrics.stats import mcnemar_test, mean_sd, paired_bootstrap
 from masksynth.privacy.audit import audit_inputs, run_audit
 from masksynth.provenance import changes
@@ -255,7 +255,8 @@ def _train_or_resume_gan(
     summary_file, ckpt = gan_dir / "gan.json", checkpoint_path(gan_dir)
     if summary_file.is_file() and ckpt.is_file():
         summary = read_json(summary_file)
-        why = changes(summary.get("inputs"), gan_inputs(prep_fingerprint, gan_cfg))
+        recorded = recorded_gan_inputs(summary.get("inputs"))
+        why = changes(recorded, gan_inputs(prep_fingerprint, gan_cfg))
         trained = load_checkpoint(ckpt)["epoch"]
         # finished: gan.json describes this very checkpoint (an interrupted resume moves it on)
         finished = summary.get("stopped") == "done" and summary.get(

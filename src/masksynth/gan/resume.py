@@ -16,6 +16,19 @@ def gan_inputs(prep_fingerprint: str, config: GanConfig) -> dict:
     return {"prepared": prep_fingerprint, "recipe": config.recipe()}
 
 
+def recorded_gan_inputs(recorded: dict | None) -> dict | None:
+    """A run's recorded inputs with its recipe read back as a config: a setting added since
+    it was written takes its default (what that run trained with) instead of counting as
+    changed. A recipe this version cannot read is left as written (and so differs)."""
+    if not recorded or not isinstance(recorded.get("recipe"), dict):
+        return recorded
+    try:
+        recipe = GanConfig.from_dict(recorded["recipe"]).recipe()
+    except (MasksynthError, TypeError):
+        return recorded
+    return {**recorded, "recipe": recipe}
+
+
 def resume_config(run_dir: Path, preset: str | None = None, **given) -> GanConfig:
     """The config that resuming `run_dir` asks for: the saved one, with the options given now.
 
