@@ -54,6 +54,7 @@ TRAIN_GAN_OPTIONS = {
     "family": ("fastgan", "family", "fastgan"),
     "loss": ("hinge", "loss", "hinge"),
     "d_input_size": ("96", "d_input_size", 96),
+    "discriminator": ("dcgan", "discriminator", "dcgan"),
     "mode": ("conditional", "mode", "conditional"),
     "seed": ("3", "seed", 3),
     "batch_size": ("8", "batch_size", 8),

@@ -1,6 +1,7 @@
 """The small-data family: FastGAN-style generator, projected discriminator on frozen features."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,8 +13,9 @@ from masksynth.classify.evaluate import evaluate
 from masksynth.classify.train import train_classifier
 from masksynth.config import PrepareConfig, classifier_config, gan_config
 from masksynth.data.prepare import prepare
+from masksynth.errors import MasksynthError
 from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
-from masksynth.gan.networks import build_discriminator, build_generator
+from masksynth.gan.networks import build_discriminator, build_generator, dcgan, projected
 from masksynth.gan.sample import sample
 from masksynth.gan.train import train_gan
 
@@ -51,6 +53,37 @@ def test_shapes_and_the_class_matters(class_norm):
     assert not torch.allclose(D(images, labels), D(images, 1 - labels))  # the projection
     with pytest.raises(ValueError, match="needs labels"):
         D(images)
+
+
+@pytest.mark.parametrize(
+    ("family", "choice", "expected"),
+    [
+        ("fastgan", "auto", projected.Discriminator),
+        ("dcgan", "auto", dcgan.Discriminator),
+        ("fastgan", "dcgan", dcgan.Discriminator),
+        ("dcgan", "projected", projected.Discriminator),
+    ],
+)
+def test_the_discriminator_is_the_familys_own_unless_chosen(family, choice, expected):
+    config = gan_config("quick", **{**TINY, "family": family, "discriminator": choice})
+    D = build_discriminator(config, 2)
+    assert type(D) is expected
+    G = build_generator(config, 2)
+    labels = torch.tensor([0, 1])
+    assert D(G(torch.randn(2, config.z_dim, 1, 1), labels), labels).shape == (2,)
+
+
+def test_an_unknown_discriminator_or_a_private_projected_one_is_refused(toy_prep, tmp_path):
+    unknown = gan_config("quick", **{**TINY, "discriminator": "x"})
+    with pytest.raises(MasksynthError, match="--discriminator must be one of"):
+        train_gan(toy_prep, tmp_path / "a", unknown)
+    # DP-SGD needs the DCGAN discriminator's per-sample gradients (GroupNorm)
+    private = gan_config(
+        "quick", **{**TINY, "family": "dcgan", "loss": "bce", "discriminator": "projected"}
+    )
+    with pytest.raises(MasksynthError, match="--dp-epsilon trains the paper's DCGAN"):
+        train_gan(toy_prep, tmp_path / "b", replace(private, dp_epsilon=5.0))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_the_feature_network_stays_frozen_and_in_eval_mode():

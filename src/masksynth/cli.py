@@ -187,7 +187,11 @@ def train_gan(
     ] = None,
     loss: Annotated[str | None, typer.Option(help="bce (the paper's) | hinge.")] = None,
     d_input_size: Annotated[
-        int | None, typer.Option(help="fastgan: the side D's frozen feature network sees.")
+        int | None, typer.Option(help="Projected D: the side its frozen feature network sees.")
+    ] = None,
+    discriminator: Annotated[
+        str | None,
+        typer.Option(help="auto (the family's own) | dcgan | projected."),
     ] = None,
     mode: Annotated[str | None, typer.Option(help="per-class | conditional.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of weights, noise and data order.")] = None,
@@ -272,6 +276,7 @@ def train_gan(
         family=family,
         loss=loss,
         d_input_size=d_input_size,
+        discriminator=discriminator,
         mode=mode,
         seed=seed,
         batch_size=batch_size,

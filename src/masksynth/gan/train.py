@@ -29,7 +29,7 @@ from masksynth.gan.diffaugment import TRANSFORMS
 from masksynth.gan.loop import Quality, Trainer
 from masksynth.gan.loss import LOSSES, Objective
 from masksynth.gan.monitor import GRID_SIZE
-from masksynth.gan.networks import FAMILIES, IMAGE_SIZE
+from masksynth.gan.networks import DISCRIMINATORS, FAMILIES, IMAGE_SIZE, discriminator_kind
 from masksynth.gan.pair import GanPair, build_pairs
 from masksynth.gan.resume import gan_inputs, resumable
 from masksynth.runinfo import run_record
@@ -156,7 +156,11 @@ def _validate(config: GanConfig) -> None:
         raise MasksynthError(
             f"--family must be one of {', '.join(FAMILIES)} and --loss one of {', '.join(LOSSES)}"
         )
-    if config.dp_epsilon and (config.family != "dcgan" or config.loss != "bce"):
+    if config.discriminator not in DISCRIMINATORS:
+        raise MasksynthError(f"--discriminator must be one of {', '.join(DISCRIMINATORS)}")
+    if config.dp_epsilon and (
+        config.family != "dcgan" or discriminator_kind(config) != "dcgan" or config.loss != "bce"
+    ):
         raise MasksynthError("--dp-epsilon trains the paper's DCGAN with its BCE loss only")
     if config.dp_epsilon and config.minutes:
         raise MasksynthError("--dp-epsilon plans its noise from --epochs: set --minutes 0")

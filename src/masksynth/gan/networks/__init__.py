@@ -3,6 +3,7 @@
 - `dcgan`: the paper's DCGAN pair (dcgan.py).
 - `fastgan`: a FastGAN-style generator (fastgan.py) against a projected discriminator on
   frozen EfficientNet-lite0 features (projected.py), for small data and short budgets.
+  `--discriminator dcgan` pairs the FastGAN generator with the DCGAN discriminator instead.
 
 Every Generator maps (z, labels) to images in [-1, 1]; every Discriminator maps (image,
 labels) to one logit per image. A new family is a module here and a branch below.
@@ -17,8 +18,10 @@ from masksynth.gan.networks import fastgan, projected
 from masksynth.gan.networks.dcgan import IMAGE_SIZE, Z_DIM, Discriminator, Generator
 
 FAMILIES = ("dcgan", "fastgan")
+DISCRIMINATORS = ("auto", "dcgan", "projected")
 
 __all__ = [
+    "DISCRIMINATORS",
     "FAMILIES",
     "IMAGE_SIZE",
     "Z_DIM",
@@ -26,6 +29,7 @@ __all__ = [
     "Generator",
     "build_discriminator",
     "build_generator",
+    "discriminator_kind",
 ]
 
 
@@ -38,8 +42,15 @@ def build_generator(config: GanConfig, n_classes: int) -> nn.Module:
 
 def build_discriminator(config: GanConfig, n_classes: int) -> nn.Module:
     classes = n_classes if config.mode == "conditional" else 0
-    if config.family == "fastgan":
+    if discriminator_kind(config) == "projected":
         return projected.Discriminator(config.d_width, classes, config.d_input_size)
     # DP needs per-sample gradients, which BatchNorm's batch statistics would mix up.
     d_norm = "group" if config.dp_epsilon else config.d_norm
     return Discriminator(config.d_width, classes, d_norm)
+
+
+def discriminator_kind(config: GanConfig) -> str:
+    """'dcgan' or 'projected': the config's discriminator, 'auto' meaning the family's own."""
+    if config.discriminator != "auto":
+        return config.discriminator
+    return "projected" if config.family == "fastgan" else "dcgan"
