@@ -15,7 +15,7 @@ from masksynth.config import PrepareConfig, classifier_config, gan_config
 from masksynth.data.prepare import prepare
 from masksynth.errors import MasksynthError
 from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
-from masksynth.gan.networks import build_discriminator, build_generator, dcgan, projected
+from masksynth.gan.networks import build_discriminator, build_generator, dcgan, fastgan, projected
 from masksynth.gan.sample import sample
 from masksynth.gan.train import train_gan
 
@@ -69,6 +69,7 @@ def test_the_discriminator_is_the_familys_own_unless_chosen(family, choice, expe
     D = build_discriminator(config, 2)
     assert type(D) is expected
     G = build_generator(config, 2)
+    assert type(G) is (fastgan.Generator if family == "fastgan" else dcgan.Generator)
     labels = torch.tensor([0, 1])
     assert D(G(torch.randn(2, config.z_dim, 1, 1), labels), labels).shape == (2,)
 

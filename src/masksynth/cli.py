@@ -183,7 +183,9 @@ def train_gan(
     ] = None,
     family: Annotated[
         str | None,
-        typer.Option(help="dcgan (the paper's) | fastgan (FastGAN-style G, projected D)."),
+        typer.Option(
+            help="dcgan (the paper's) | fastgan (FastGAN-style G; projected D by default)."
+        ),
     ] = None,
     loss: Annotated[str | None, typer.Option(help="bce (the paper's) | hinge.")] = None,
     d_input_size: Annotated[

@@ -41,7 +41,7 @@ class GanConfig:
     """One GAN training run. Presets below; every field can be overridden from the CLI."""
 
     preset: str = "paper"
-    # 'dcgan' (the paper's) or 'fastgan' (FastGAN-style G, projected D; gan.networks)
+    # 'dcgan' (the paper's) or 'fastgan' (FastGAN-style G, by default a projected D; gan.networks)
     family: str = "dcgan"
     loss: str = "bce"  # 'bce' (the paper's non-saturating loss) or 'hinge'
     d_input_size: int = 64  # projected D: the side its frozen feature network sees

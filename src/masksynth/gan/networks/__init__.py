@@ -51,6 +51,8 @@ def build_discriminator(config: GanConfig, n_classes: int) -> nn.Module:
 
 def discriminator_kind(config: GanConfig) -> str:
     """'dcgan' or 'projected': the config's discriminator, 'auto' meaning the family's own."""
+    if config.discriminator not in DISCRIMINATORS:
+        raise ValueError(f"unknown discriminator {config.discriminator!r}")
     if config.discriminator != "auto":
         return config.discriminator
     return "projected" if config.family == "fastgan" else "dcgan"
