@@ -22,9 +22,9 @@ import torch
 from common import result
 from torchvision.utils import save_image
 
-from masksynth.config import gan_config
+from masksynth.config import GanConfig, gan_config
 from masksynth.device import pick_device
-from masksynth.gan.networks import Generator
+from masksynth.gan.networks import build_generator
 from masksynth.gan.sample import sample
 from masksynth.gan.train import train_gan
 
@@ -36,9 +36,7 @@ def plain_sample(run_dir: Path, out: Path, n_per_class: int, device: torch.devic
     for name, class_index in state["unit_classes"].items():
         weights = state["units"][name]
         conditional = class_index is None
-        n_classes = len(classes) if conditional else 0
-        class_norm = bool(config.get("g_class_norm")) and conditional
-        G = Generator(config["z_dim"], config["g_width"], n_classes, class_norm)
+        G = build_generator(GanConfig.from_dict(config), len(classes))  # any family or option
         G.load_state_dict(weights["G_ema"] if "G_ema" in weights else weights["G"])
         G.to(device).eval()
         for k in range(len(classes)) if conditional else [class_index]:
