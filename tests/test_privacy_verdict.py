@@ -80,6 +80,11 @@ def test_a_set_of_training_copies_fails_every_measure():
     assert verdicts.pop("membership_whitebox") == "skipped"  # no GAN behind generated arrays
     assert set(verdicts.values()) == {"fail"}, verdicts
     assert result["verdict"] == "fail"
+    # each failed measure and class says why, in figures against the unseen photos
+    for name in verdicts:
+        for class_name in ("with_mask", "without_mask"):
+            why = [r for r in result["reasons"] if r.startswith(f"{name} ({class_name}): ")]
+            assert len(why) == 1 and "unseen" in why[0], (name, class_name, result["reasons"])
 
 
 def test_fresh_samples_of_other_people_pass():

@@ -120,60 +120,53 @@ GAN_RUN_SETTINGS = frozenset(
     }
 )
 
+# One conditional G/D pair at half the paper's width, DiffAugment and mirrored reals, an EMA
+# generator: the recipe of `quick` and `best`, which differ only in their time budget.
+# `quick`, 5 minutes of training, however fast the machine: ~33 epochs on a 2-core AMD EPYC with
+# AVX-512 BF16 (~9 s per epoch), about 13 on AVX2-only cores. One conditional pair gets
+# twice the updates of two per-class pairs for the same time, and DiffAugment keeps D
+# from winning outright. Compared at equal time on the dev set (bf16 CPU, KID with /
+# without mask): lr 4e-4 0.235 / 0.108 against 2e-4's 0.245 / 0.162; no DiffAugment
+# 0.27 / 0.27; hinge loss with spectral norm 0.26 / 0.30. Then, with 500 fakes per class
+# and train-on-synthetic test-on-real balanced accuracy (TSTR, ResNet18 19 epochs):
+# EMA decay 0.99 KID 0.237 / 0.105, TSTR 0.921; 0.999 0.208 / 0.081, TSTR 0.948.
+# Resizing + 3x3 convolution for G's last two up-steps (against checkerboard speckle,
+# Odena et al. 2016) smoothed the grids but lost TSTR (0.906 and 0.897, two runs:
+# without_mask recall fell to 0.85): not kept. Measured later the same way, on a slower
+# day (26 epochs: KID 0.237 / 0.125, TSTR 0.943): class-wise BatchNorm in G 0.214 /
+# 0.105 (27 epochs), at equal epochs no better (README); G width 48 0.233 / 0.151; lr
+# 6e-4 0.226 / 0.178: none kept. Later still, 5 minutes each: D width 16 (36 epochs) 0.242 /
+# 0.251, D width 48 (17) 0.222 / 0.181, DiffAugment translation only (27) 0.246 / 0.103,
+# batch 16 (20 epochs, 2,920 steps) 0.223 / 0.093: none clearly better, because the seed
+# alone moves these numbers as much: the preset at seed 1 gave 0.242 / 0.245 (seed 0:
+# 0.237 / 0.125). One run per variant cannot rank them.
+SMALL_DATA_RECIPE: dict = {
+    "mode": "conditional",
+    "g_width": 32,
+    "d_width": 32,
+    "batch_size": 32,
+    "lr_g": 4e-4,
+    "lr_d": 4e-4,
+    "diffaugment": "color,translation",
+    "xflip": True,
+    "ema_decay": 0.999,
+}
+
 GAN_PRESETS: dict[str, dict] = {
     # The paper as written: per-class DCGAN, batch 128, Adam 1e-4, 100 epochs.
     "paper": {},
-    # An hour of training: quick's recipe (one conditional pair, DiffAugment, mirrored
-    # reals) with 1.5x the width for the longer budget, cutout added against D
-    # overfitting over hundreds of epochs (Zhao et al. 2020), the DCGAN paper's lr 2e-4 and
-    # a slower EMA for a long run. Measured on the dev set (2-core AVX-512 BF16 CPU, 225
-    # epochs in 60 min): KID 0.127 / 0.042 (with / without mask), face rate 0.95 / 1.00
-    # (real 0.93 / 1.00), train-on-synthetic test accuracy 0.942, privacy audit pass.
-    "best": {
-        "mode": "conditional",
-        "g_width": 48,
-        "d_width": 48,
-        "batch_size": 64,
-        "lr_g": 2e-4,
-        "lr_d": 2e-4,
-        "diffaugment": "color,translation,cutout",
-        "xflip": True,
-        "ema_decay": 0.999,
-        "epochs": 5000,  # a cap: the budget decides
-        "minutes": 60.0,
-    },
-    # 5 minutes of training, however fast the machine: ~33 epochs on a 2-core AMD EPYC with
-    # AVX-512 BF16 (~9 s per epoch), about 13 on AVX2-only cores. One conditional pair gets
-    # twice the updates of two per-class pairs for the same time, and DiffAugment keeps D
-    # from winning outright. Compared at equal time on the dev set (bf16 CPU, KID with /
-    # without mask): lr 4e-4 0.235 / 0.108 against 2e-4's 0.245 / 0.162; no DiffAugment
-    # 0.27 / 0.27; hinge loss with spectral norm 0.26 / 0.30. Then, with 500 fakes per class
-    # and train-on-synthetic test-on-real balanced accuracy (TSTR, ResNet18 19 epochs):
-    # EMA decay 0.99 KID 0.237 / 0.105, TSTR 0.921; 0.999 0.208 / 0.081, TSTR 0.948.
-    # Resizing + 3x3 convolution for G's last two up-steps (against checkerboard speckle,
-    # Odena et al. 2016) smoothed the grids but lost TSTR (0.906 and 0.897, two runs:
-    # without_mask recall fell to 0.85): not kept. Measured later the same way, on a slower
-    # day (26 epochs: KID 0.237 / 0.125, TSTR 0.943): class-wise BatchNorm in G 0.214 /
-    # 0.105 (27 epochs), at equal epochs no better (README); G width 48 0.233 / 0.151; lr
-    # 6e-4 0.226 / 0.178: none kept. Later still, 5 minutes each: D width 16 (36 epochs) 0.242 /
-    # 0.251, D width 48 (17) 0.222 / 0.181, DiffAugment translation only (27) 0.246 / 0.103,
-    # batch 16 (20 epochs, 2,920 steps) 0.223 / 0.093: none clearly better, because the seed
-    # alone moves these numbers as much: the preset at seed 1 gave 0.242 / 0.245 (seed 0:
-    # 0.237 / 0.125). One run per variant cannot rank them.
-    "quick": {
-        "mode": "conditional",
-        "g_width": 32,
-        "d_width": 32,
-        "batch_size": 32,
-        "lr_g": 4e-4,
-        "lr_d": 4e-4,
-        "diffaugment": "color,translation",
-        "xflip": True,
-        "ema_decay": 0.999,
-        "epochs": 2000,  # a cap: the budget decides
-        "minutes": 5.0,
-        "metrics_samples": 300,
-    },
+    # An hour of training: quick's recipe, twelve times as long. Measured on the dev set
+    # (2-core AMD EPYC, AVX-512 BF16; 352 epochs in 60 min; 500 fakes per class against the
+    # test split, with / without mask): KID 0.039 / 0.030, FID 86 / 78, PRDC precision
+    # 0.54 / 0.62 (the real val photos: 0.86 / 0.83), face rate 0.94 / 1.00 (real 0.93 /
+    # 1.00), SFace KID 0.0010 / 0.0017 (real val: 0.00001 / 0.0031); train-on-synthetic
+    # test-on-real (ResNet18) 0.960 on 1,000 fakes per class (10 epochs), 0.940 on 500
+    # privacy-filtered ones (19 epochs), as quick's 500 after 5 minutes. It replaced
+    # 1.5x the width with cutout, batch 64 and lr 2e-4 (225 epochs in 60 min, another day:
+    # KID 0.127 / 0.042, TSTR 0.942). The same run after 14, 27 and 40 minutes of training
+    # (81, 156, 238 epochs): KID 0.114 / 0.051, 0.066 / 0.036, 0.049 / 0.034.
+    "best": {**SMALL_DATA_RECIPE, "epochs": 5000, "minutes": 60.0},  # epochs: a cap
+    "quick": {**SMALL_DATA_RECIPE, "epochs": 2000, "minutes": 5.0, "metrics_samples": 300},
 }
 
 

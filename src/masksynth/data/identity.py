@@ -187,6 +187,10 @@ def _embed_all(images: torch.Tensor, workers: int, name: str) -> np.ndarray:
         for result in pool.imap(_embed_chunk, chunks):
             out.append(result)
             bar.update(len(result))
+        # let the workers exit on their own: the pool's __exit__ terminates them, which can
+        # leave their semaphores for the resource tracker to report as leaked
+        pool.close()
+        pool.join()
     return np.concatenate(out)
 
 

@@ -194,6 +194,8 @@ def process_files(data_dir: Path, todo: list[SourceFile], options: IngestOptions
     ) as pool:
         tasks = [(data_dir, source, options) for source in todo]
         yield from pool.imap_unordered(_process_star, tasks, chunksize=4)
+        pool.close()  # all done: let the workers exit rather than be terminated
+        pool.join()
 
 
 def _init_pool_worker(face_threshold: float) -> None:

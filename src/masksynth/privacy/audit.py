@@ -143,11 +143,12 @@ def judge(sets: AuditSets, config: AuditConfig) -> dict:
         log.info("%s: %s", name, verdict)
 
     verdict = worst(m["verdict"] for m in measures.values() if m["verdict"] != "skipped")
+    # every warn or fail explains itself: the measure's own reason, or its figures against H's
     reasons = [
-        f"{name}: {r['reason']}"
+        f"{name} ({class_name}): {r.get('reason') or _evidence(r)}"
         for name, m in measures.items()
-        for r in m["classes"].values()
-        if r["verdict"] == "warn" and r.get("reason")
+        for class_name, r in m["classes"].items()
+        if r["verdict"] in ("warn", "fail")
     ]
     uncalibrated = [
         s.matcher.label for s in sets.identity.values() if s.calibration["power"] is None
@@ -169,6 +170,18 @@ def judge(sets: AuditSets, config: AuditConfig) -> dict:
         "measures": measures,
         "quality": quality,
     }
+
+
+def _evidence(result: dict) -> str:
+    """A warn's or fail's figures in words: the value against unseen photos' and the
+    threshold at which it fails."""
+    interval = result.get("ci95")
+    spread = f" (95 % interval {interval[0]}-{interval[1]})" if interval else ""
+    p = f", p = {result['p_value']:.2g}" if result.get("p_value") is not None else ""
+    return (
+        f"{result['value']}{spread} against {result.get('baseline')} for unseen real photos"
+        f"{p}, more than chance explains (it fails at {result.get('threshold')})"
+    )
 
 
 def guarantee(gan: dict) -> str | None:

@@ -31,7 +31,16 @@ def whitebox(cs, sets, config) -> dict:
             "reason": "no GAN checkpoint found for this synthetic set (sample.json run_dir)",
         }
     members, others = sets.membership(cs.images["train"], cs.images["holdout"], cs.index)
-    return attack_auc(members, others, config.bootstrap, config.seed)
+    result = attack_auc(members, others, config.bootstrap, config.seed)
+    if result["verdict"] != "pass":
+        low, high = result["ci95"]
+        result["reason"] = (
+            f"the GAN's discriminator scores the {cs.name} training photos above unseen ones "
+            f"(AUC {result['value']:.3f}, 95 % interval {low:.3f}-{high:.3f}): the checkpoint "
+            "remembers its training set, which the images need not show (the other measures "
+            "judge them); share the images, not the checkpoint, or train with --dp-epsilon"
+        )
+    return result
 
 
 @measure(
