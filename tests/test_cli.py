@@ -31,6 +31,8 @@ def test_help_and_version(args):
         (["serve", "missing.pt"], "missing.pt: no such model file"),
         (["watch", "missing.pt", ".", "--out", "o"], "missing.pt: no such model file"),
         (["export", "missing.pt", "--onnx", "m.onnx"], "missing.pt"),
+        # before any work: the GAN preset is checked with the experiment's options
+        (["experiment", ".", "--out", "x", "--gan-preset", "nope"], "unknown GAN preset 'nope'"),
     ],
 )
 def test_user_errors_are_one_line(args, message, tmp_path):

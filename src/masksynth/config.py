@@ -285,6 +285,10 @@ def experiment_config(preset: str = "quick", **overrides) -> ExperimentConfig:
             f"unknown preset {preset!r}: choose from {', '.join(EXPERIMENT_PRESETS)}"
         )
     values = {**EXPERIMENT_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    if values.get("gan_preset", ExperimentConfig.gan_preset) not in GAN_PRESETS:
+        raise MasksynthError(
+            f"unknown GAN preset {values['gan_preset']!r}: choose from {', '.join(GAN_PRESETS)}"
+        )
     return ExperimentConfig(preset=preset, **values)
 
 
