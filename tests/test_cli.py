@@ -65,6 +65,7 @@ TRAIN_GAN_OPTIONS = {
     "diffaugment": ("color", "diffaugment", "color"),
     "xflip": (None, "xflip", True),
     "ema_decay": ("0.5", "ema_decay", 0.5),
+    "ema_ramp": ("4", "ema_ramp", 4.0),
     "d_norm": ("spectral", "d_norm", "spectral"),
     "g_width": ("8", "g_width", 8),
     "d_width": ("8", "d_width", 8),

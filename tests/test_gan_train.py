@@ -318,3 +318,20 @@ def test_a_budget_is_replanned_each_epoch_without_the_slow_first_one():
     trainer.epoch, trainer.elapsed = 2, 30.0  # --epochs caps what the budget would allow
     trainer._plan()
     assert trainer.planned_epochs == 20
+
+
+@pytest.mark.parametrize(("ramp", "step", "cap"), [(10.0, 90.0, 0.999), (4.0, 96.0, 0.999)])
+def test_ema_moves_by_its_warm_up_decay(ramp, step, cap):
+    """After s steps the EMA moves 1 - min(cap, (1 + s) / (ramp + s)) of the way to G: a
+    smaller ramp keeps more of the past (the longer average `best` samples with)."""
+    from masksynth.gan.ema import ema_update
+    from masksynth.gan.networks.dcgan import Generator
+
+    torch.manual_seed(0)
+    G, ema = Generator(width=8), Generator(width=8)
+    before = [p.detach().clone() for p in ema.parameters()]
+    ema_update(ema, G, cap, step, ramp)
+    moved = 1.0 - min(cap, (1.0 + step) / (ramp + step))
+    for p_ema, p_before, p in zip(ema.parameters(), before, G.parameters(), strict=True):
+        assert torch.allclose(p_ema, p_before + moved * (p.detach() - p_before), atol=1e-6)
+    assert moved == pytest.approx(0.09 if ramp == 10.0 else 0.03)

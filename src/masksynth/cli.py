@@ -209,6 +209,10 @@ def train_gan(
         bool | None, typer.Option("--xflip/--no-xflip", help="Mirror real images at random.")
     ] = None,
     ema_decay: Annotated[float | None, typer.Option(help="EMA of G (0 = off).")] = None,
+    ema_ramp: Annotated[
+        float | None,
+        typer.Option(help="EMA warm-up: decay min(ema-decay, (1+s)/(ramp+s)) after s steps."),
+    ] = None,
     d_norm: Annotated[
         str | None, typer.Option(help="D normalisation: batch | spectral | group.")
     ] = None,
@@ -287,6 +291,7 @@ def train_gan(
         diffaugment=diffaugment,
         xflip=xflip,
         ema_decay=ema_decay,
+        ema_ramp=ema_ramp,
         d_norm=d_norm,
         g_width=g_width,
         d_width=d_width,

@@ -11,12 +11,14 @@ BATCHNORM_BATCHES, BATCHNORM_BATCH_SIZE = 8, 64
 
 
 @torch.no_grad()
-def ema_update(ema: Generator, G: Generator, decay: float, step: int) -> None:
+def ema_update(ema: Generator, G: Generator, decay: float, step: int, ramp: float = 10.0) -> None:
     """Move the EMA weights towards G's. Warm-up: early weights change fast, so a long
-    average would mix bad generators; the decay grows to `decay` as (1 + s) / (10 + s).
-    Weights only: the EMA generator's BatchNorm statistics are its own (refresh_batchnorm).
+    average would mix bad generators; the decay grows to `decay` as (1 + s) / (ramp + s),
+    which weights the step t of s by about (t / s) ** (ramp - 1): a smaller ramp averages
+    more of the run. Weights only: the EMA generator's BatchNorm statistics are its own
+    (refresh_batchnorm).
     """
-    decay = min(decay, (1.0 + step) / (10.0 + step))
+    decay = min(decay, (1.0 + step) / (ramp + step))
     for p_ema, p in zip(ema.parameters(), G.parameters(), strict=True):
         p_ema.lerp_(p.detach(), 1.0 - decay)
 

@@ -202,7 +202,7 @@ class Trainer:
         loss_g = objective.generator_step(pair, fake, fake_labels, augment, self.autocast)
         if pair.G_ema is not None:
             steps = pair.opt_g.state[next(iter(pair.G.parameters()))]["step"]
-            ema_update(pair.G_ema, pair.G, config.ema_decay, float(steps))
+            ema_update(pair.G_ema, pair.G, config.ema_decay, float(steps), config.ema_ramp)
         if len(batch):  # an empty Poisson batch has no D(x) to report
             self.monitor.add(pair, loss_d, loss_g, d_real, d_fake)
 

@@ -152,6 +152,8 @@ def _validate(config: GanConfig) -> None:
             )
     if not 0 <= config.ema_decay < 1:
         raise MasksynthError("--ema-decay must be in [0, 1)")
+    if config.ema_ramp <= 1:
+        raise MasksynthError("--ema-ramp must be > 1")
     if config.family not in FAMILIES or config.loss not in LOSSES:
         raise MasksynthError(
             f"--family must be one of {', '.join(FAMILIES)} and --loss one of {', '.join(LOSSES)}"
