@@ -11,7 +11,7 @@ BATCHNORM_BATCHES, BATCHNORM_BATCH_SIZE = 8, 64
 
 
 @torch.no_grad()
-def ema_update(ema: Generator, G: Generator, decay: float, step: int, ramp: float = 10.0) -> None:
+def ema_update(ema: Generator, G: Generator, decay: float, step: int, ramp: float) -> None:
     """Move the EMA weights towards G's. Warm-up: early weights change fast, so a long
     average would mix bad generators; the decay grows to `decay` as (1 + s) / (ramp + s),
     which weights the step t of s by about (t / s) ** (ramp - 1): a smaller ramp averages
