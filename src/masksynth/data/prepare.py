@@ -33,6 +33,7 @@ from masksynth.data.split import (
 from masksynth.data.store import ItemStore
 from masksynth.errors import MasksynthError
 from masksynth.fileio import read_json, write_csv, write_json
+from masksynth.interrupts import DeferredInterrupt
 from masksynth.progress import progress
 from masksynth.provenance import digest
 from masksynth.runinfo import run_record
@@ -217,12 +218,17 @@ def _process_all(
     if todo:
         workers = workers or len(os.sched_getaffinity(0))
         bar = progress(len(todo), "prepare", "img")
+        # Ctrl-C sets a flag checked after each stored file: a KeyboardInterrupt raised
+        # wherever the signal happens to land (a finalizer, a worker's result) can be lost
         try:
-            for record, arrays in process_files(data_dir, todo, options, workers):
-                source = stat[record["source"]]
-                results[source.relpath] = (record, arrays)
-                store.add(record, arrays, source.size, source.mtime_ns)
-                bar.update()
+            with DeferredInterrupt() as stop:
+                for record, arrays in process_files(data_dir, todo, options, workers):
+                    source = stat[record["source"]]
+                    results[source.relpath] = (record, arrays)
+                    store.add(record, arrays, source.size, source.mtime_ns)
+                    bar.update()
+                    if stop.requested:
+                        raise KeyboardInterrupt
         finally:
             bar.close()
             store.flush()  # on Ctrl-C too: everything finished so far is kept
