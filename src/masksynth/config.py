@@ -145,7 +145,11 @@ GAN_RUN_SETTINGS = frozenset(
 # 0.237 / 0.125). One run per variant cannot rank them. The longer EMA that `best` samples
 # with does nothing measurable here: in one 5-minute run (26 epochs) with three EMAs side by
 # side, warm-up ramps 5 and 3 gave KID 0.226 / 0.121 and 0.226 / 0.149 on test against the
-# preset's ramp 10's 0.235 / 0.123.
+# preset's ramp 10's 0.235 / 0.123. Another day, seed 0, KID on val: the preset (37 epochs)
+# 0.178 / 0.093; lr decayed linearly to 0 over the budget (35) 0.205 / 0.132; Adam betas
+# (0, 0.99) (32) 0.182 / 0.095; lr 8e-4 decayed (30) 0.216 / 0.120; G and D width 24 (40)
+# 0.179 / 0.113; batch 16 (25, 3,650 steps) 0.179 / 0.090: with-mask KID sits at ~0.18
+# whatever the recipe, and the same machine gave 30 to 40 epochs in that hour.
 SMALL_DATA_RECIPE: dict = {
     "mode": "conditional",
     "g_width": 32,
