@@ -35,6 +35,10 @@ def _run(raw: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
             "1",
             "--gan-metrics-samples",
             "6",
+            "--tstr-steps",
+            "3",
+            "--tstr-per-class",
+            "8",
             "--device",
             "cpu",
             *extra,
@@ -65,10 +69,21 @@ def test_results_json_is_complete(experiment_run):
             assert r["test"]["n"] == 16  # the same real test split for every scenario
     composition = results["scenarios"]["real+synthetic"][0]["composition"]
     assert composition["synthetic"] == {"with_mask": 6, "without_mask": 6}
-    assert results["scenarios"]["synthetic-only"][0]["composition"]["real"] == {
-        "with_mask": 0,
-        "without_mask": 0,
+    # the control trains on its own, larger sample (--tstr-per-class) and no real image
+    assert results["scenarios"]["synthetic-only"][0]["composition"] == {
+        "real": {"with_mask": 0, "without_mask": 0},
+        "synthetic": {"with_mask": 8, "without_mask": 8},
     }
+    control = results["control_synthetic"]
+    assert control["dir"] == "synthetic-control" and control["n_per_class"] == 8
+    assert control["sample_id"] != results["sample_id"]
+    assert len(read_csv(experiment_run / "synthetic-control" / "manifest.csv")) == 16
+    # the control trains at least --tstr-steps steps: 3 epochs of its 16 images (one batch)
+    epochs = {
+        name: len((experiment_run / runs[0]["dir"] / "history.jsonl").read_text().splitlines())
+        for name, runs in results["scenarios"].items()
+    }
+    assert epochs == {"real": 1, "real+synthetic": 1, "synthetic-only": 3}
     assert len(results["comparison"]["per_seed"]) == 2
     # the comparison pairs each seed's two classifiers on the same saved test predictions
     for seed, paired in enumerate(results["comparison"]["per_seed"]):
@@ -111,6 +126,7 @@ def test_report_is_self_contained(experiment_run):
         "Synthetic faces",
     ):
         assert text in md and text in html
+    assert "8 per class, sampled for it alone in `synthetic-control/`" in md
     for figure in ("confusion.png", "roc.png", "training.png", "robustness.png", "reliability.png"):
         assert (experiment_run / "figures" / figure).stat().st_size > 5000
 

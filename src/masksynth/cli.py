@@ -614,6 +614,21 @@ def experiment(
         bool | None,
         typer.Option("--control/--no-control", help="Also train on synthetic only, test on real."),
     ] = None,
+    tstr_steps: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Least training steps of the synthetic-only control (TSTR; default: preset).",
+        ),
+    ] = None,
+    tstr_per_class: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Synthetic faces per class of the synthetic-only control, sampled for it "
+            "alone (default: scenario 2's set).",
+        ),
+    ] = None,
     privacy_filter: Annotated[
         bool | None,
         typer.Option(
@@ -651,6 +666,8 @@ def experiment(
         gan_metrics_samples=gan_metrics_samples,
         group_by=group_by,
         control=control,
+        tstr_steps=tstr_steps,
+        tstr_per_class=tstr_per_class,
         privacy_filter=privacy_filter,
         audit=audit,
         matchers=None if matchers is None else _names(matchers),

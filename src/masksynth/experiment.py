@@ -74,19 +74,26 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
     log.info("2/4 train the GAN (%s preset)", config.gan_preset)
     gan_dir = run_dir / "gan"
     gan = timed("train-gan", _train_or_resume_gan, prep_dir, gan_dir, prep["fingerprint"], config)
+
+    def draw(folder: Path, n_per_class: int) -> dict:
+        return sample(
+            gan_dir,
+            folder,
+            n_per_class,
+            0,
+            config.device,
+            privacy_filter=config.privacy_filter,
+            prep_dir=prep_dir,
+            matchers=config.matchers,
+        )
+
     synth_dir = run_dir / "synthetic"
-    synthetic = timed(
-        "sample",
-        sample,
-        gan_dir,
-        synth_dir,
-        config.synthetic_per_class,
-        0,
-        config.device,
-        privacy_filter=config.privacy_filter,
-        prep_dir=prep_dir,
-        matchers=config.matchers,
-    )
+    synthetic = timed("sample", draw, synth_dir, config.synthetic_per_class)
+    control_dir, control = synth_dir, synthetic
+    if config.control and config.tstr_per_class not in (None, config.synthetic_per_class):
+        # TSTR may use more faces than scenario 2 adds to the real ones
+        control_dir = run_dir / "synthetic-control"
+        control = timed("sample (control)", draw, control_dir, config.tstr_per_class)
     audit = None
     if config.audit:
         log.info("privacy audit of the synthetic set")
@@ -111,7 +118,7 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
                     scenario,
                     seed,
                     prep_dir,
-                    synth_dir,
+                    control_dir if scenario == "synthetic-only" else synth_dir,
                     run_dir,
                     config,
                 )
@@ -146,6 +153,14 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
         "synthetic_dir": "synthetic",
         "sample_id": synthetic["sample_id"],
         "privacy_filter": synthetic.get("privacy_filter"),
+        "control_synthetic": {
+            "dir": str(control_dir.relative_to(run_dir)),
+            "n_per_class": control["n_per_class"],
+            "sample_id": control["sample_id"],
+            "privacy_filter": control.get("privacy_filter"),
+        }
+        if config.control
+        else None,
         "audit": _audit_summary(audit),
         "test_leakage": leakage,
         "scenarios": {name: [_public(r) for r in results_] for name, results_ in runs.items()},

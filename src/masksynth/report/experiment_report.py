@@ -156,10 +156,14 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
     )
     tstr = results["summary"].get("synthetic-only")
     if tstr:
+        control = results.get("control_synthetic") or {}
+        drawn = f"{control.get('n_per_class', config['synthetic_per_class'])} per class"
+        if control.get("dir", "synthetic") != "synthetic":
+            drawn += f", sampled for it alone in `{control['dir']}/`"
         doc.paragraph(
             "**Train on synthetic, test on real (TSTR): balanced accuracy "
             f"{_fmt(tstr['balanced_accuracy'])}** on the real test split, for a classifier "
-            "trained on the synthetic faces alone (the real-trained one: "
+            f"trained on the synthetic faces alone ({drawn}; the real-trained one: "
             f"{_fmt(results['summary']['real']['balanced_accuracy'])}). This is what the "
             "synthetic faces are for: how much of the task they carry.",
             "verdict",
