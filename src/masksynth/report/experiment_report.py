@@ -156,9 +156,9 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
     )
     tstr = results["summary"].get("synthetic-only")
     if tstr:
-        control = results.get("control_synthetic") or {}
-        drawn = f"{control.get('n_per_class', config['synthetic_per_class'])} per class"
-        if control.get("dir", "synthetic") != "synthetic":
+        control = results["control_synthetic"]  # present whenever the control ran
+        drawn = f"{control['n_per_class']} per class"
+        if control["dir"] != results["synthetic_dir"]:
             drawn += f", sampled for it alone in `{control['dir']}/`"
         doc.paragraph(
             "**Train on synthetic, test on real (TSTR): balanced accuracy "
