@@ -118,6 +118,15 @@ def test_rerun_reuses_and_changes_rebuild(prepared, monkeypatch):
     reseeded = prepare(raw, out, PrepareConfig(**{**CONFIG.to_dict(), "seed": 5}))
     assert calls == [] and reseeded["fingerprint"] != meta["fingerprint"]
 
+    # New file times with the same bytes (a copy, a touch) decode nothing again.
+    for path in raw.rglob("*"):
+        if path.is_file():
+            os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    touched = prepare(raw, out, CONFIG)
+    assert calls == [] and touched["fingerprint"] == meta["fingerprint"]
+    assert touched["listing_fingerprint"] != meta["listing_fingerprint"]
+    assert "reused" not in touched  # the stage ran (its listing changed), decoding nothing
+
     # A changed file is processed again, alone.
     time.sleep(0.01)
     write(raw / "without_mask/good_03.jpg", encode(picture(999), "JPEG"))

@@ -2,7 +2,8 @@
 
 Items live in numbered chunk files under `work/<key>/`, where the key fingerprints every
 option that changes a file's processing. A file is reused when its path, size and
-modification time match; anything else is processed again. Chunks are written atomically
+modification time match (`prepare` also reuses a file whose bytes match the stored sha256);
+anything else is processed again. Chunks are written atomically
 as they fill, so an interrupted `prepare` loses at most one chunk of work.
 """
 
