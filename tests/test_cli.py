@@ -150,3 +150,29 @@ def test_option_defaults_are_the_configs_own():
             assert param.default == expected, (name, param.name, param.default, expected)
             checked += 1
     assert checked >= 20
+
+
+def test_every_preset_builds_and_its_help_names_it():
+    """A preset added to a config table is a valid config and a choice the help shows."""
+    import typer
+
+    from masksynth import cli
+    from masksynth.config import (
+        CLASSIFIER_PRESETS,
+        EXPERIMENT_PRESETS,
+        GAN_PRESETS,
+        classifier_config,
+        experiment_config,
+        gan_config,
+    )
+
+    commands = typer.main.get_command(cli.app).commands
+    for command, presets, build in (
+        ("train-gan", GAN_PRESETS, gan_config),
+        ("train-classifier", CLASSIFIER_PRESETS, classifier_config),
+        ("experiment", EXPERIMENT_PRESETS, experiment_config),
+    ):
+        (option,) = [p for p in commands[command].params if p.name == "preset"]
+        for name in presets:
+            build(name)  # a misspelt setting or an unknown GAN preset raises
+            assert name in option.help, (command, name, option.help)
