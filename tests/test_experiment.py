@@ -195,3 +195,29 @@ def test_a_gan_moved_on_by_an_interrupted_resume_is_not_reused(tiny_prep, tmp_pa
     summary = _train_or_resume_gan(tiny_prep, gan_dir, fingerprint, config)
     assert not summary.get("reused") and summary["epochs_done"] == 1
     assert load_checkpoint(checkpoint_path(gan_dir))["epoch"] == 1
+
+
+def test_a_reused_gan_is_measured_on_the_fakes_asked_for(tiny_prep, tmp_path):
+    """Reusing a GAN does not reuse test metrics of another number of fakes: they are
+    measured again from the checkpoint (not retrained), exactly as training measured them."""
+    from masksynth.config import experiment_config
+    from masksynth.data.cache import read_prepared
+    from masksynth.experiment import _train_or_resume_gan
+    from masksynth.gan.checkpoint import checkpoint_path
+
+    gan_dir, ckpt = tmp_path / "gan", checkpoint_path(tmp_path / "gan")
+    fingerprint = read_prepared(tiny_prep)["fingerprint"]
+
+    def run(n: int) -> dict:
+        config = experiment_config("quick", gan_epochs=1, gan_metrics_samples=n, device="cpu")
+        return _train_or_resume_gan(tiny_prep, gan_dir, fingerprint, config)
+
+    trained = run(4)
+    stamp = ckpt.stat().st_mtime_ns
+    more = run(6)
+    assert more["reused"] and ckpt.stat().st_mtime_ns == stamp
+    assert {m["n_fake"] for m in more["metrics"].values()} == {6}
+    assert json.loads((gan_dir / "metrics.json").read_text()) == more["metrics"]
+    again = run(4)  # the training's own measurement, reproduced from the checkpoint
+    assert again["reused"] and again["metrics"] == trained["metrics"]
+    assert json.loads((gan_dir / "gan.json").read_text())["metrics"] == trained["metrics"]

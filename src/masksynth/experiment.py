@@ -27,6 +27,7 @@ from masksynth.config import (
     AuditConfig,
     ClassifierConfig,
     ExperimentConfig,
+    GanConfig,
     PrepareConfig,
     gan_config,
 )
@@ -41,7 +42,7 @@ from masksynth.privacy.audit import audit_inputs, run_audit
 from masksynth.provenance import changes
 from masksynth.report.experiment_report import write_experiment_report
 from masksynth.runinfo import run_record
-from masksynth.stages import sample, train_gan
+from masksynth.stages import gan_test_metrics, sample, train_gan
 
 log = logging.getLogger(__name__)
 SCENARIOS = ("real", "real+synthetic", "synthetic-only")
@@ -285,7 +286,7 @@ def _train_or_resume_gan(
         ) and (gan_cfg.minutes or trained == gan_cfg.epochs)
         if not why and finished and same_length:
             log.info("GAN already trained in %s from these inputs: reusing it", gan_dir)
-            return {**summary, "reused": True}
+            return {**_measured_as_asked(summary, prep_dir, gan_dir, gan_cfg), "reused": True}
         if not why and trained <= gan_cfg.epochs:
             return train_gan(prep_dir, gan_dir, gan_cfg, resume=True)
         if trained > gan_cfg.epochs:
@@ -294,6 +295,26 @@ def _train_or_resume_gan(
     if gan_dir.exists():  # stale or unfinished-without-record: it is this experiment's own folder
         shutil.rmtree(gan_dir)
     return train_gan(prep_dir, gan_dir, gan_cfg)
+
+
+def _measured_as_asked(summary: dict, prep_dir: Path, gan_dir: Path, gan_cfg: GanConfig) -> dict:
+    """A reused GAN's test metrics, measured again when they came from another number of
+    fakes per class than asked now (or were never measured): no retraining for that."""
+    counts = {scores.get("n_fake") for scores in (summary.get("metrics") or {}).values()}
+    if not gan_cfg.final_metrics or counts == {gan_cfg.metrics_samples}:
+        return summary
+    recorded = "/".join(str(c) for c in sorted(c for c in counts if c is not None)) or "no"
+    log.info(
+        "%s: its test metrics are from %s fakes per class; measuring them on %d",
+        gan_dir,
+        recorded,
+        gan_cfg.metrics_samples,
+    )
+    metrics = gan_test_metrics(prep_dir, gan_dir, gan_cfg.metrics_samples, gan_cfg.device)
+    write_json(gan_dir / "metrics.json", metrics)
+    summary = {**summary, "metrics": metrics}
+    write_json(gan_dir / "gan.json", summary)
+    return summary
 
 
 def _classify(

@@ -10,9 +10,11 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from masksynth.config import GanConfig
+from masksynth.config import TEST, GanConfig
+from masksynth.device import pick_device
 from masksynth.gan import sample as sampling
 from masksynth.gan import train as training
+from masksynth.gan.load import evaluation_sampler
 from masksynth.metrics.gan_quality import generator_quality
 from masksynth.privacy.release_filter import release_screen
 
@@ -24,6 +26,15 @@ def train_gan(
     on test at the end (--final-metrics)."""
     quality = partial(generator_quality, Path(prep_dir))
     return training.train_gan(prep_dir, run_dir, config, resume, quality=quality)
+
+
+def gan_test_metrics(prep_dir: str | Path, run_dir: str | Path, n: int, device: str) -> dict:
+    """A trained run's final quality metrics (`train_gan`'s, on the test split) measured
+    again from its checkpoint, on n fakes per class."""
+    torch_device = pick_device(device)
+    return generator_quality(
+        Path(prep_dir), TEST, n, evaluation_sampler(run_dir, torch_device), torch_device
+    )
 
 
 def sample(

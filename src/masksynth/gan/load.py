@@ -6,12 +6,14 @@ through these two functions, so a checkpoint is read (safely, weights only) one 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from masksynth.config import GanConfig
 from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
+from masksynth.gan.generate import EVALUATION_SEED, generate, latents
 from masksynth.gan.networks import Discriminator, Generator, build_discriminator, build_generator
 from masksynth.torchio import load_weights
 
@@ -50,6 +52,22 @@ def load_discriminators(
         for k in _served(state, class_index):
             discriminators[k] = (D.to(device), class_index is None)
     return config, discriminators
+
+
+def evaluation_sampler(
+    run_dir: str | Path, device: torch.device
+) -> Callable[[int, int], torch.Tensor]:
+    """`sample(class index, n)`: n uint8 images of a class on the evaluation latents, from the
+    generator the run samples with: what its training's quality metrics were computed on."""
+    state, generators = load_generators(run_dir, device)
+    z_dim = GanConfig.from_dict(state["config"]).z_dim
+
+    def sample(class_index: int, n: int) -> torch.Tensor:
+        G, conditional, _ = generators[class_index]
+        labels = torch.full((n,), class_index) if conditional else None
+        return generate(G, latents(EVALUATION_SEED, class_index, n, z_dim), labels, device)
+
+    return sample
 
 
 def _served(state: dict, class_index: int | None) -> list[int]:
