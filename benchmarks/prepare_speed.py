@@ -5,7 +5,9 @@ splits and caches each photo, in one process per core. The baseline is what peop
 first: for each file PIL open, convert to RGB, resize to 64x64, save a PNG, in one process,
 with none of that work. Each run writes into a fresh temporary folder (nothing reused).
 Prints a JSON line per --sets entry: `prepare_1k` (the first --per-class files of each class,
-linked into a temporary ImageFolder) and `prepare_all` (every file).
+linked into a temporary ImageFolder), `prepare_all` (every file) and `prepare_copy`: every
+file again after the data folder was copied (new file times, the same bytes) into a folder
+prepared from the original, against preparing it cold.
 
     python benchmarks/prepare_speed.py --data ../shared/datasets/face-mask
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -66,6 +69,19 @@ def time_plain(data_dir: Path) -> float:
         return time.perf_counter() - started
 
 
+def time_copy(data_dir: Path) -> tuple[float, float]:
+    """Seconds to prepare a fresh copy of the data cold, then again into a folder prepared
+    from the original (every file has a new time, none new bytes)."""
+    with tempfile.TemporaryDirectory(prefix="bench-copy-") as work:
+        copy, out = Path(work) / "data", Path(work) / "prep"
+        shutil.copytree(data_dir, copy, copy_function=shutil.copy)  # new modification times
+        prepare(data_dir, out, PrepareConfig(sizes=(64,)))
+        started = time.perf_counter()
+        prepare(copy, out, PrepareConfig(sizes=(64,)))
+        again = time.perf_counter() - started
+        return again, time_prepare(copy)
+
+
 def measure(name: str, data_dir: Path, n_files: int, repeats: int) -> dict:
     ours, plain = [], []
     for _ in range(repeats):
@@ -79,7 +95,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/face-mask"))
     parser.add_argument("--per-class", type=int, default=500, help="files per class of the subset")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--sets", nargs="+", choices=("1k", "all"), default=["1k", "all"])
+    parser.add_argument(
+        "--sets", nargs="+", choices=("1k", "all", "copy"), default=["1k", "all", "copy"]
+    )
     args = parser.parse_args()
     if "1k" in args.sets:
         with tempfile.TemporaryDirectory(prefix="bench-subset-") as subset:
@@ -88,6 +106,12 @@ def main() -> None:
     if "all" in args.sets:
         n = sum(len(files) for files in class_files(args.data).values())
         print(json.dumps(measure("prepare_all", args.data, n, args.repeats)), flush=True)
+    if "copy" in args.sets:
+        n = sum(len(files) for files in class_files(args.data).values())
+        runs = [time_copy(args.data) for _ in range(args.repeats)]
+        ours, cold = [n / again for again, _ in runs], [n / first for _, first in runs]
+        note = "baseline: the same copy prepared cold (nothing to reuse)"
+        print(json.dumps(result("prepare_copy", "img/s", ours, cold, files=n, note=note)))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ the speed targets; a missed target is reported, a crashed benchmark fails the ex
     python benchmarks/run_all.py                    # everything, ~7 min on 2 cores
     python benchmarks/run_all.py --only gan classifier_64
 
-Benchmarks (--only): gan, classifier_64, classifier_128, prepare_1k, prepare_all, sample,
-evaluate, inception.
+Benchmarks (--only): gan, classifier_64, classifier_128, prepare_1k, prepare_all, prepare_copy,
+sample, evaluate, inception.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def jobs(args) -> dict[str, list[str]]:
         "classifier_128": [*classifier, "--size=128", "--steps=2", "--repeats=1"],
         "prepare_1k": ["prepare_speed.py", data, "--sets=1k"],
         "prepare_all": ["prepare_speed.py", data, "--sets=all"],
+        "prepare_copy": ["prepare_speed.py", data, "--sets=copy"],
         "sample": ["sample_speed.py", prep, dev, *run, "--n-per-class=500", "--repeats=2"],
         "evaluate": ["evaluate_speed.py", *common, "--per-class=300"],
         "inception": ["inception_speed.py", "--images=96", "--repeats=3"],
