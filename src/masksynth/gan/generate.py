@@ -38,3 +38,17 @@ def generate(
         out.append(to_uint8(generator(zb, lb)))
     generator.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 3, 64, 64, dtype=torch.uint8)
+
+
+def evaluation_images(
+    generator: torch.nn.Module,
+    class_index: int,
+    n: int,
+    z_dim: int,
+    conditional: bool,
+    device: torch.device,
+) -> torch.Tensor:
+    """n images of a class on the evaluation latents: what a run's quality is measured on,
+    during training and when a finished run is measured again."""
+    labels = torch.full((n,), class_index) if conditional else None
+    return generate(generator, latents(EVALUATION_SEED, class_index, n, z_dim), labels, device)

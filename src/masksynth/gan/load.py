@@ -13,7 +13,7 @@ import torch
 
 from masksynth.config import GanConfig
 from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
-from masksynth.gan.generate import EVALUATION_SEED, generate, latents
+from masksynth.gan.generate import evaluation_images
 from masksynth.gan.networks import Discriminator, Generator, build_discriminator, build_generator
 from masksynth.torchio import load_weights
 
@@ -64,8 +64,7 @@ def evaluation_sampler(
 
     def sample(class_index: int, n: int) -> torch.Tensor:
         G, conditional, _ = generators[class_index]
-        labels = torch.full((n,), class_index) if conditional else None
-        return generate(G, latents(EVALUATION_SEED, class_index, n, z_dim), labels, device)
+        return evaluation_images(G, class_index, n, z_dim, conditional, device)
 
     return sample
 

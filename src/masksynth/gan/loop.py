@@ -20,7 +20,7 @@ from masksynth.distributed import any_rank, average_buffers, gather, min_over_ra
 from masksynth.gan.checkpoint import checkpoint_path, pairs_state, rng_state, save_checkpoint
 from masksynth.gan.diffaugment import diff_augment
 from masksynth.gan.ema import ema_update, refresh_batchnorm
-from masksynth.gan.generate import EVALUATION_SEED, generate, latents
+from masksynth.gan.generate import evaluation_images
 from masksynth.gan.monitor import Monitor
 from masksynth.gan.pair import GanPair, pair_for
 from masksynth.interrupts import DeferredInterrupt, ImmediateInterrupt
@@ -209,9 +209,10 @@ class Trainer:
     def sample(self, class_index: int, n: int) -> torch.Tensor:
         """n images of a class from fixed evaluation latents (apart from `sample`'s)."""
         pair = pair_for(self.pairs, class_index)
-        z = latents(EVALUATION_SEED, class_index, n, self.config.z_dim)
-        labels = torch.full((n,), class_index) if pair.class_index is None else None
-        return generate(pair.sampler, z, labels, self.device)
+        conditional = pair.class_index is None
+        return evaluation_images(
+            pair.sampler, class_index, n, self.config.z_dim, conditional, self.device
+        )
 
     def _end_of_epoch(self) -> None:
         if not self.ranks.main:
