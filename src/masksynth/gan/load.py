@@ -32,7 +32,10 @@ def load_generators(
         which = "G_ema" if "G_ema" in saved else "G"
         G = build_generator(config, len(state["classes"]))
         load_weights(G, saved.get(which), path, f"GAN checkpoint's {which} of {name!r}")
-        G.to(device).eval()
+        # channels_last as in training (gan.pair): another memory format picks other kernels,
+        # whose rounding can move a pixel (AMX CPUs), so a finished run would not measure
+        # exactly as its training measured it
+        G.to(device, memory_format=torch.channels_last).eval()
         for k in _served(state, class_index):
             generators[k] = (G, class_index is None, which)
     return state, generators
@@ -50,7 +53,10 @@ def load_discriminators(
         D = build_discriminator(config, len(state["classes"]))
         load_weights(D, state["units"][name].get("D"), path, f"GAN checkpoint's D of {name!r}")
         for k in _served(state, class_index):
-            discriminators[k] = (D.to(device), class_index is None)
+            discriminators[k] = (
+                D.to(device, memory_format=torch.channels_last),
+                class_index is None,
+            )
     return config, discriminators
 
 
