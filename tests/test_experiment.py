@@ -215,9 +215,10 @@ def test_a_reused_gan_is_measured_on_the_fakes_asked_for(tiny_prep, tmp_path):
     trained = run(4)
     stamp = ckpt.stat().st_mtime_ns
     more = run(6)
-    assert more["reused"] and ckpt.stat().st_mtime_ns == stamp
+    assert more["reused"] and more["measured_again"] and ckpt.stat().st_mtime_ns == stamp
     assert {m["n_fake"] for m in more["metrics"].values()} == {6}
     assert json.loads((gan_dir / "metrics.json").read_text()) == more["metrics"]
     again = run(4)  # the training's own measurement, reproduced from the checkpoint
     assert again["reused"] and again["metrics"] == trained["metrics"]
+    assert not run(4).get("measured_again")  # as asked now: kept as it is
     assert json.loads((gan_dir / "gan.json").read_text())["metrics"] == trained["metrics"]

@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -140,3 +141,38 @@ def test_a_bad_synthetic_set_fails_in_one_line_before_any_real_features(tiny_pre
     with pytest.raises(MasksynthError, match="one size and colour mode"):
         gan_metrics(tmp_path / "mixed", prep, "test")
     assert not (prep / "features").exists()
+
+
+def test_a_trained_run_is_scored_from_its_generator_on_as_many_fakes_as_asked(tiny_prep, tmp_path):
+    """`gan-metrics RUN`: a train-gan run's generator is scored on its evaluation latents,
+    by default exactly as its training's final metrics were (the same numbers), or on more
+    fakes; `--fakes` of an image folder and a run of other classes are refused in one line."""
+    from conftest import run_cli
+
+    from masksynth.config import gan_config
+    from masksynth.stages import quality_metrics, train_gan
+
+    config = gan_config("quick", epochs=1, minutes=0, metrics_samples=4, device="cpu")
+    trained = train_gan(tiny_prep, tmp_path / "gan", config)
+    again = quality_metrics(tmp_path / "gan", tiny_prep, device="cpu")
+    assert again["classes"] == trained["metrics"] and again["n_per_class"] == 4
+    more = run_cli(
+        "gan-metrics", str(tmp_path / "gan"), "--real", str(tiny_prep), "--fakes", "6",
+        "--json", str(tmp_path / "more.json"), "--device", "cpu",
+    )  # fmt: skip
+    assert more.returncode == 0, more.stderr
+    scores = json.loads((tmp_path / "more.json").read_text())["classes"]
+    assert {s["n_fake"] for s in scores.values()} == {6} and scores != trained["metrics"]
+    test = load_split(tiny_prep, "test", 64)
+    _write_folder(tmp_path / "synth", {n: test.images[:2] for n in test.class_names})
+    refused = run_cli("gan-metrics", str(tmp_path / "synth"), "--real", str(tiny_prep),
+                      "--fakes", "6")  # fmt: skip
+    assert refused.returncode != 0 and "--fakes needs a train-gan run" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    other = tmp_path / "other"
+    shutil.copytree(tiny_prep, other)
+    manifest = json.loads((other / "prepare.json").read_text())
+    manifest["classes"] = manifest["classes"][::-1]
+    (other / "prepare.json").write_text(json.dumps(manifest))
+    with pytest.raises(MasksynthError, match="the GAN makes classes"):
+        quality_metrics(tmp_path / "gan", other, device="cpu")

@@ -421,7 +421,13 @@ def audit(
 
 @app.command("gan-metrics")
 def gan_metrics(
-    synth_dir: Annotated[Path, typer.Argument(help="Synthetic ImageFolder (from 'sample').")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="Synthetic ImageFolder (from 'sample'), or a 'train-gan' run folder: its "
+            "generator's fakes on the evaluation latents."
+        ),
+    ],
     real: Annotated[Path, typer.Option(help="Prepared folder holding the real images.")],
     split: Annotated[str, typer.Option(help="Real split to compare with.")] = TEST,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.")] = None,
@@ -430,12 +436,15 @@ def gan_metrics(
         str | None,
         typer.Option(help="Also score this real split (e.g. val) against --split: the yardstick."),
     ] = None,
+    fakes: Annotated[
+        int | None,
+        typer.Option(help="A run folder's fakes per class (default: its --metrics-samples)."),
+    ] = None,
 ) -> None:
     """KID, FID and precision/recall/density/coverage per class, offline Inception features."""
-    from masksynth.device import pick_device  # start-up cost
-    from masksynth.metrics.gan_quality import gan_metrics as run
+    from masksynth.stages import quality_metrics  # start-up cost
 
-    result = run(synth_dir, real, split, pick_device(device), reference)
+    result = quality_metrics(source, real, split, device, reference, fakes)
     if json_out is not None:
         write_json(json_out, result)
     typer.echo(json.dumps(result, indent=2))

@@ -11,11 +11,14 @@ from functools import partial
 from pathlib import Path
 
 from masksynth.config import TEST, GanConfig
+from masksynth.data.cache import read_prepared
 from masksynth.device import pick_device
+from masksynth.errors import MasksynthError
 from masksynth.gan import sample as sampling
 from masksynth.gan import train as training
+from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
 from masksynth.gan.load import evaluation_sampler
-from masksynth.metrics.gan_quality import generator_quality
+from masksynth.metrics.gan_quality import fakes_metrics, gan_metrics, generator_quality
 from masksynth.privacy.release_filter import release_screen
 
 
@@ -35,6 +38,45 @@ def gan_test_metrics(prep_dir: str | Path, run_dir: str | Path, n: int, device: 
     return generator_quality(
         Path(prep_dir), TEST, n, evaluation_sampler(run_dir, torch_device), torch_device
     )
+
+
+def quality_metrics(
+    source: str | Path,
+    prep_dir: str | Path,
+    split: str = TEST,
+    device: str = "auto",
+    reference: str | None = None,
+    n: int | None = None,
+) -> dict:
+    """`gan-metrics`: the scores of a synthetic ImageFolder, or of a `train-gan` run's
+    generator on its evaluation latents (n per class; default: the run's metrics_samples),
+    the fakes its training's own quality metrics were computed on."""
+    torch_device = pick_device(device)
+    if not checkpoint_path(Path(source)).is_file():
+        if n is not None:
+            raise MasksynthError(f"{source}: --fakes needs a train-gan run folder, not images")
+        return gan_metrics(source, prep_dir, split, torch_device, reference)
+    state = load_checkpoint(checkpoint_path(Path(source)))
+    classes, real_classes = list(state["classes"]), list(read_prepared(prep_dir)["classes"])
+    if classes != real_classes:
+        raise MasksynthError(
+            f"{source}: the GAN makes classes {classes}, {prep_dir} holds {real_classes}"
+        )
+    n = GanConfig.from_dict(state["config"]).metrics_samples if n is None else n
+    if n < 2:
+        raise MasksynthError(f"--fakes must be at least 2 per class, not {n}")
+    sample_class = evaluation_sampler(source, torch_device)
+    return {
+        **fakes_metrics(
+            f"{source} (its generator, {n} fakes per class on the evaluation latents)",
+            lambda k: sample_class(k, n),
+            prep_dir,
+            split,
+            torch_device,
+            reference,
+        ),
+        "n_per_class": n,
+    }
 
 
 def sample(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,22 @@ def gan_metrics(
     synth_dir, prep_dir = Path(synth_dir), Path(prep_dir)
     # the synthetic set first: a bad file fails at once, before minutes of real features
     images, labels = load_synthetic(synth_dir, list(read_prepared(prep_dir)["classes"]), 64)
+    return fakes_metrics(
+        str(synth_dir), lambda k: images[labels == k], prep_dir, split, device, reference
+    )
+
+
+def fakes_metrics(
+    source: str,
+    fakes: Callable[[int], torch.Tensor],
+    prep_dir: str | Path,
+    split: str = TEST,
+    device: torch.device | str = "cpu",
+    reference: str | None = None,
+) -> dict:
+    """`gan_metrics` of the fakes `fakes(class index)` gives (uint8; empty: class skipped),
+    described in the result as `source`."""
+    prep_dir = Path(prep_dir)
     if reference == split:
         raise MasksynthError(f"--reference must be another split than {split}")
     if reference is not None:  # first, so that a bad split fails before minutes of work
@@ -198,16 +215,16 @@ def gan_metrics(
         ref_faces = real_faces(prep_dir, reference)
     reals, faces = real_features(prep_dir, split, 64, device), real_faces(prep_dir, split)
     result = {
-        "synthetic": str(synth_dir),
+        "synthetic": source,
         "real": str(prep_dir),
         "split": split,
         "feature_spaces": FEATURE_SPACES,
         "classes": {},
     }
     for k, name in enumerate(reals):
-        fakes = images[labels == k]
-        if len(fakes):
-            result["classes"][name] = all_quality(reals[name], faces[name], fakes, device)
+        class_fakes = fakes(k)
+        if len(class_fakes):
+            result["classes"][name] = all_quality(reals[name], faces[name], class_fakes, device)
             _log(name, split, result["classes"][name])
     if reference is not None:
         result["reference"] = {
