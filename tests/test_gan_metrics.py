@@ -156,6 +156,7 @@ def test_a_trained_run_is_scored_from_its_generator_on_as_many_fakes_as_asked(ti
     trained = train_gan(tiny_prep, tmp_path / "gan", config)
     again = quality_metrics(tmp_path / "gan", tiny_prep, device="cpu")
     assert again["classes"] == trained["metrics"] and again["n_per_class"] == 4
+    assert again["gan_trained_on_this_prepared_folder"]
     more = run_cli(
         "gan-metrics", str(tmp_path / "gan"), "--real", str(tiny_prep), "--fakes", "6",
         "--json", str(tmp_path / "more.json"), "--device", "cpu",
@@ -172,6 +173,9 @@ def test_a_trained_run_is_scored_from_its_generator_on_as_many_fakes_as_asked(ti
     other = tmp_path / "other"
     shutil.copytree(tiny_prep, other)
     manifest = json.loads((other / "prepare.json").read_text())
+    (other / "prepare.json").write_text(json.dumps({**manifest, "fingerprint": "another"}))
+    elsewhere = quality_metrics(tmp_path / "gan", other, device="cpu")
+    assert not elsewhere["gan_trained_on_this_prepared_folder"]
     manifest["classes"] = manifest["classes"][::-1]
     (other / "prepare.json").write_text(json.dumps(manifest))
     with pytest.raises(MasksynthError, match="the GAN makes classes"):

@@ -7,6 +7,7 @@ sampling. The command and the experiment call these, so both run a stage the sam
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
 from masksynth.gan.load import evaluation_sampler
 from masksynth.metrics.gan_quality import fakes_metrics, gan_metrics, generator_quality
 from masksynth.privacy.release_filter import release_screen
+
+log = logging.getLogger(__name__)
 
 
 def train_gan(
@@ -56,8 +59,8 @@ def quality_metrics(
         if n is not None:
             raise MasksynthError(f"{source}: --fakes needs a train-gan run folder, not images")
         return gan_metrics(source, prep_dir, split, torch_device, reference)
-    state = load_checkpoint(checkpoint_path(Path(source)))
-    classes, real_classes = list(state["classes"]), list(read_prepared(prep_dir)["classes"])
+    state, prepared = load_checkpoint(checkpoint_path(Path(source))), read_prepared(prep_dir)
+    classes, real_classes = list(state["classes"]), list(prepared["classes"])
     if classes != real_classes:
         raise MasksynthError(
             f"{source}: the GAN makes classes {classes}, {prep_dir} holds {real_classes}"
@@ -65,6 +68,16 @@ def quality_metrics(
     n = GanConfig.from_dict(state["config"]).metrics_samples if n is None else n
     if n < 2:
         raise MasksynthError(f"--fakes must be at least 2 per class, not {n}")
+    # another prepared folder's split may hold photos this GAN trained on: said, not refused
+    same_split = state.get("prep_fingerprint") == prepared["fingerprint"]
+    if not same_split:
+        log.warning(
+            "%s was trained on another prepared folder than %s: its %s split may hold photos "
+            "the GAN learned from",
+            source,
+            prep_dir,
+            split,
+        )
     sample_class = evaluation_sampler(source, torch_device)
     return {
         **fakes_metrics(
@@ -76,6 +89,7 @@ def quality_metrics(
             reference,
         ),
         "n_per_class": n,
+        "gan_trained_on_this_prepared_folder": same_split,
     }
 
 
