@@ -64,11 +64,9 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
         timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 1)
         reused = isinstance(result, dict) and result.get("reused")
         if stages.get(name) != "computed":
-            stages[name] = (
-                "computed"
-                if not reused
-                else "reused" + (", measured again" if result.get("measured_again") else "")
-            )
+            stages[name] = "reused" if reused else "computed"
+            if reused and result.get("measured_again"):
+                stages[name] += ", measured again"
         return result
 
     sizes = tuple(sorted({64, config.size}))

@@ -17,7 +17,7 @@ from masksynth.device import pick_device
 from masksynth.errors import MasksynthError
 from masksynth.gan import sample as sampling
 from masksynth.gan import train as training
-from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
+from masksynth.gan.checkpoint import checkpoint_path
 from masksynth.gan.load import evaluation_sampler
 from masksynth.metrics.gan_quality import fakes_metrics, gan_metrics, generator_quality
 from masksynth.privacy.release_filter import release_screen
@@ -38,9 +38,8 @@ def gan_test_metrics(prep_dir: str | Path, run_dir: str | Path, n: int, device: 
     """A trained run's final quality metrics (`train_gan`'s, on the test split) measured
     again from its checkpoint, on n fakes per class."""
     torch_device = pick_device(device)
-    return generator_quality(
-        Path(prep_dir), TEST, n, evaluation_sampler(run_dir, torch_device), torch_device
-    )
+    _, sample_class = evaluation_sampler(run_dir, torch_device)
+    return generator_quality(Path(prep_dir), TEST, n, sample_class, torch_device)
 
 
 def quality_metrics(
@@ -59,7 +58,8 @@ def quality_metrics(
         if n is not None:
             raise MasksynthError(f"{source}: --fakes needs a train-gan run folder, not images")
         return gan_metrics(source, prep_dir, split, torch_device, reference)
-    state, prepared = load_checkpoint(checkpoint_path(Path(source))), read_prepared(prep_dir)
+    state, sample_class = evaluation_sampler(source, torch_device)  # the one checkpoint read
+    prepared = read_prepared(prep_dir)
     classes, real_classes = list(state["classes"]), list(prepared["classes"])
     if classes != real_classes:
         raise MasksynthError(
@@ -78,7 +78,6 @@ def quality_metrics(
             prep_dir,
             split,
         )
-    sample_class = evaluation_sampler(source, torch_device)
     return {
         **fakes_metrics(
             f"{source} (its generator, {n} fakes per class on the evaluation latents)",

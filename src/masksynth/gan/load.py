@@ -62,9 +62,10 @@ def load_discriminators(
 
 def evaluation_sampler(
     run_dir: str | Path, device: torch.device
-) -> Callable[[int, int], torch.Tensor]:
-    """`sample(class index, n)`: n uint8 images of a class on the evaluation latents, from the
-    generator the run samples with: what its training's quality metrics were computed on."""
+) -> tuple[dict, Callable[[int, int], torch.Tensor]]:
+    """The checkpoint state and `sample(class index, n)`: n uint8 images of a class on the
+    evaluation latents, from the generator the run samples with: what its training's
+    quality metrics were computed on."""
     state, generators = load_generators(run_dir, device)
     z_dim = GanConfig.from_dict(state["config"]).z_dim
 
@@ -72,7 +73,7 @@ def evaluation_sampler(
         G, conditional, _ = generators[class_index]
         return evaluation_images(G, class_index, n, z_dim, conditional, device)
 
-    return sample
+    return state, sample
 
 
 def _served(state: dict, class_index: int | None) -> list[int]:

@@ -148,12 +148,7 @@ def generator_quality(
 ) -> dict[str, dict]:
     """Quality of a generator against a real split: `sample(class index, n)` gives n uint8
     images of a class (e.g. a training run's EMA generator on fixed latents)."""
-    reals, faces = real_features(prep_dir, split, 64, device), real_faces(prep_dir, split)
-    scores = {}
-    for k, name in enumerate(reals):
-        scores[name] = all_quality(reals[name], faces[name], sample(k, n), device)
-        _log(name, split, scores[name])
-    return scores
+    return fakes_metrics("a generator", lambda k: sample(k, n), prep_dir, split, device)["classes"]
 
 
 def _log(name: str, split: str, s: dict) -> None:
