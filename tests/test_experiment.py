@@ -222,3 +222,56 @@ def test_a_reused_gan_is_measured_on_the_fakes_asked_for(tiny_prep, tmp_path):
     assert again["reused"] and again["metrics"] == trained["metrics"]
     assert not run(4).get("measured_again")  # as asked now: kept as it is
     assert json.loads((gan_dir / "gan.json").read_text())["metrics"] == trained["metrics"]
+
+
+def test_a_gan_budget_in_minutes_is_reused_resumed_or_trained_anew_as_asked(tiny_prep, tmp_path):
+    """--gan-minutes is the GAN's budget (--gan-epochs caps it). The same budget reuses the
+    run; a budget smaller than what the run has already trained trains anew (a resume would
+    come back longer than asked); a larger one resumes it; 0 is refused in one line."""
+    from masksynth.config import experiment_config
+    from masksynth.data.cache import read_prepared
+    from masksynth.errors import MasksynthError
+    from masksynth.experiment import _train_or_resume_gan
+    from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
+
+    gan_dir = tmp_path / "gan"
+    fingerprint = read_prepared(tiny_prep)["fingerprint"]
+
+    def run(minutes: float) -> dict:
+        config = experiment_config(
+            "quick", gan_epochs=2, gan_minutes=minutes, gan_metrics_samples=4, device="cpu"
+        )
+        return _train_or_resume_gan(tiny_prep, gan_dir, fingerprint, config)
+
+    first = run(1.0)
+    assert not first.get("reused") and first["epochs_done"] == 2
+    assert first["config"]["minutes"] == 1.0 and first["config"]["epochs"] == 2
+    assert run(1.0)["reused"]
+    # a quarter of what the two epochs took: spent within the first epoch of a new run
+    tight = load_checkpoint(checkpoint_path(gan_dir))["elapsed_s"] / 60 / 4
+    anew = run(tight)
+    assert not anew.get("reused") and anew["epochs_done"] == 1
+    assert anew["config"]["minutes"] == tight and not (gan_dir / "gan-resume.json").exists()
+    longer = run(1.0)  # more time than it has trained: resumed to the epochs' cap
+    assert not longer.get("reused") and longer["epochs_done"] == 2
+    assert (gan_dir / "gan-resume.json").exists()
+    with pytest.raises(MasksynthError, match="--gan-minutes must be above 0"):
+        experiment_config("quick", gan_minutes=0.0)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "masksynth.cli",
+            "experiment",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "x"),
+            "--gan-minutes",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0 and "--gan-minutes must be above 0" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

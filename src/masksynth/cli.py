@@ -607,7 +607,18 @@ def experiment(
             "(default: the experiment preset's)."
         ),
     ] = None,
-    gan_epochs: Annotated[int | None, typer.Option(help="GAN epochs (default: preset).")] = None,
+    gan_epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="GAN epochs: exactly these, or the cap of --gan-minutes (default: preset)."
+        ),
+    ] = None,
+    gan_minutes: Annotated[
+        float | None,
+        typer.Option(
+            help="GAN training budget in minutes (default: the preset's: quick 5, best 60).",
+        ),
+    ] = None,
     gan_metrics_samples: Annotated[
         int | None,
         typer.Option(help="Synthetic images per class for FID/KID/PRDC (default: preset)."),
@@ -672,6 +683,7 @@ def experiment(
         degrade=degrade,
         gan_preset=gan_preset,
         gan_epochs=gan_epochs,
+        gan_minutes=gan_minutes,
         gan_metrics_samples=gan_metrics_samples,
         group_by=group_by,
         control=control,

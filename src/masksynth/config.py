@@ -151,7 +151,9 @@ GAN_RUN_SETTINGS = frozenset(
 # 0.179 / 0.113; batch 16 (25, 3,650 steps) 0.179 / 0.090: with-mask KID sits at ~0.18
 # whatever the recipe, and the same machine gave 30 to 40 epochs in that hour. On an AMX
 # Xeon (~47 epochs), seeds 0 / 1 / 2 gave with-mask KID 0.150 / 0.240 / 0.152 (500 fakes,
-# test); a minibatch-stddev channel in D 0.192 / 0.201 / 0.197: not kept.
+# test); a minibatch-stddev channel in D 0.192 / 0.201 / 0.197: not kept. Another day there
+# (~46 epochs): LeCam regularisation (lambda 0.1) seed 0 0.202; top-k G updates (k from the
+# batch to half) 0.160 / 0.226 / 0.147: not kept. Ten minutes (~87 epochs): 0.094 / 0.179 / 0.110.
 SMALL_DATA_RECIPE: dict = {
     "mode": "conditional",
     "g_width": 32,
@@ -260,6 +262,8 @@ class ExperimentConfig:
     degrade: float = 0.0  # camera degradations in classifier training (ClassifierConfig)
     gan_preset: str = "quick"
     gan_epochs: int | None = None  # None: the GAN preset's
+    # the GAN's training budget in minutes (None: the preset's); gan_epochs then caps it
+    gan_minutes: float | None = None
     gan_metrics_samples: int | None = None  # fakes per class for FID/KID/PRDC; None: preset's
     group_by: str | None = "auto"  # see PrepareConfig
     control: bool = True  # also train on synthetic only (first seed) and test on real
@@ -332,6 +336,10 @@ def experiment_config(preset: str = "quick", **overrides) -> ExperimentConfig:
     if values.get("gan_preset", ExperimentConfig.gan_preset) not in GAN_PRESETS:
         raise MasksynthError(
             f"unknown GAN preset {values['gan_preset']!r}: choose from {', '.join(GAN_PRESETS)}"
+        )
+    if values.get("gan_minutes") is not None and values["gan_minutes"] <= 0:
+        raise MasksynthError(
+            "--gan-minutes must be above 0 (--gan-epochs alone trains exactly those epochs)"
         )
     return ExperimentConfig(preset=preset, **values)
 

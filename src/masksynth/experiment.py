@@ -265,19 +265,14 @@ def _train_or_resume_gan(
     prep_dir: Path, gan_dir: Path, prep_fingerprint: str, config: ExperimentConfig
 ) -> dict:
     """Reuse a finished GAN of the same inputs, resume an unfinished one, else train anew."""
-    gan_cfg = gan_config(
-        config.gan_preset,
-        epochs=config.gan_epochs,
-        minutes=0.0 if config.gan_epochs else None,  # --gan-epochs: exactly those epochs
-        device=config.device,
-        metrics_samples=config.gan_metrics_samples,
-    )
+    gan_cfg = _gan_config(config)
     summary_file, ckpt = gan_dir / "gan.json", checkpoint_path(gan_dir)
     if summary_file.is_file() and ckpt.is_file():
         summary = read_json(summary_file)
         recorded = recorded_gan_inputs(summary.get("inputs"))
         why = changes(recorded, gan_inputs(prep_fingerprint, gan_cfg))
-        trained = load_checkpoint(ckpt)["epoch"]
+        state = load_checkpoint(ckpt)
+        trained = state["epoch"]
         # finished: gan.json describes this very checkpoint (an interrupted resume moves it on)
         finished = summary.get("stopped") == "done" and summary.get(
             "checkpoint_sha256"
@@ -291,14 +286,39 @@ def _train_or_resume_gan(
         if not why and finished and same_length:
             log.info("GAN already trained in %s from these inputs: reusing it", gan_dir)
             return {**_measured_as_asked(summary, prep_dir, gan_dir, gan_cfg), "reused": True}
-        if not why and trained <= gan_cfg.epochs:
+        budget = gan_cfg.minutes * 60
+        # a run of another budget that has already trained longer than this one allows
+        # would come back from a resume longer than asked
+        over_budget = bool(budget) and not same_length and state["elapsed_s"] > budget
+        if not why and trained <= gan_cfg.epochs and not over_budget:
             return train_gan(prep_dir, gan_dir, gan_cfg, resume=True)
         if trained > gan_cfg.epochs:
             why.append(f"epochs: the checkpoint has {trained}, now {gan_cfg.epochs}")
+        if over_budget:
+            why.append(
+                f"budget: the checkpoint has trained {state['elapsed_s'] / 60:.3g} min, "
+                f"now {gan_cfg.minutes:g}"
+            )
         log.warning("%s: training the GAN anew (%s)", gan_dir, "; ".join(why))
     if gan_dir.exists():  # stale or unfinished-without-record: it is this experiment's own folder
         shutil.rmtree(gan_dir)
     return train_gan(prep_dir, gan_dir, gan_cfg)
+
+
+def _gan_config(config: ExperimentConfig) -> GanConfig:
+    """The GAN preset with the experiment's overrides: --gan-minutes is a training budget
+    (--gan-epochs then caps it); --gan-epochs alone trains exactly those epochs."""
+    if config.gan_minutes is not None:
+        minutes = config.gan_minutes
+    else:
+        minutes = 0.0 if config.gan_epochs else None
+    return gan_config(
+        config.gan_preset,
+        epochs=config.gan_epochs,
+        minutes=minutes,
+        device=config.device,
+        metrics_samples=config.gan_metrics_samples,
+    )
 
 
 def _measured_as_asked(summary: dict, prep_dir: Path, gan_dir: Path, gan_cfg: GanConfig) -> dict:
