@@ -4,10 +4,15 @@ from torch import nn
 
 from masksynth.gan.diffaugment import color, cutout, diff_augment, translation
 from masksynth.gan.networks import Discriminator, Generator
+from masksynth.gan.networks.dcgan import LatentProjection, WholeMapConv
 
 
 def _layer_types(module: nn.Module) -> list[str]:
-    return [type(m).__name__ for m in module.net] if hasattr(module, "net") else []
+    """Layer kinds, a network's own fast forms of a layer named as that layer."""
+    plain = (nn.ConvTranspose2d, nn.Conv2d)
+    return [
+        next((k.__name__ for k in plain if isinstance(m, k)), type(m).__name__) for m in module.net
+    ]
 
 
 def test_paper_generator_layers_and_shapes():
@@ -35,7 +40,7 @@ def test_paper_discriminator_layers_and_shapes():
     types = [type(m).__name__ for m in D.features]
     assert types == ["Conv2d", "LeakyReLU"] + ["Conv2d", "BatchNorm2d", "LeakyReLU"] * 3
     assert all(m.negative_slope == 0.2 for m in D.features if isinstance(m, nn.LeakyReLU))
-    assert isinstance(D.head, nn.Conv2d) and D.head.out_channels == 1
+    assert isinstance(D.head, WholeMapConv) and D.head.out_channels == 1
     logits = D(torch.randn(6, 3, 64, 64))
     assert logits.shape == (6,)  # logits: the sigmoid is inside BCE-with-logits
 
@@ -112,3 +117,52 @@ def test_color_changes_images_differently():
     y = color(x)
     assert not torch.allclose(x, y)
     assert len({round(float(v), 4) for v in (y - x).mean(dim=(1, 2, 3))}) == 4
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_matrix_product_layers_equal_the_convolutions_they_replace(memory_format):
+    """G's first and D's last layer compute their convolution as a matrix product: the same
+    outputs and weight gradients as the plain layer with the same weights."""
+    torch.manual_seed(0)
+    cases = [
+        (LatentProjection(16, 8, 4, 1, 0, bias=False), nn.ConvTranspose2d, (5, 16, 1, 1)),
+        (WholeMapConv(16, 3, 4, 1, 0, bias=True), nn.Conv2d, (5, 16, 4, 4)),
+    ]
+    for fast, plain_kind, shape in cases:
+        plain = plain_kind(16, fast.out_channels, 4, 1, 0, bias=fast.bias is not None)
+        plain.load_state_dict(fast.state_dict())  # same names: checkpoints load either way
+        fast, plain = (m.to(memory_format=memory_format) for m in (fast, plain))
+        x = torch.randn(shape).contiguous(memory_format=memory_format)
+        out, expected = fast(x), plain(x)
+        assert out.shape == expected.shape and torch.allclose(out, expected, atol=1e-5)
+        (out * expected.detach()).sum().backward()
+        (expected * expected.detach()).sum().backward()
+        assert torch.allclose(fast.weight.grad, plain.weight.grad, atol=1e-4)
+    # other inputs fall back to the plain convolution
+    first = LatentProjection(16, 8, 4, 1, 0, bias=False)
+    assert first(torch.randn(2, 16, 2, 2)).shape == (2, 8, 5, 5)
+
+
+def test_color_is_brightness_then_saturation_then_contrast():
+    """The one-pass colour transform equals DiffAugment's three steps on the same draws."""
+    x = torch.rand(6, 3, 8, 8) * 2 - 1
+    torch.manual_seed(1)
+    out = color(x)
+    torch.manual_seed(1)
+    b, s, c = (torch.rand(6, 1, 1, 1) for _ in range(3))
+    y = x + (b - 0.5)
+    y = (y - y.mean(dim=1, keepdim=True)) * (s * 2) + y.mean(dim=1, keepdim=True)
+    y = (y - y.mean(dim=(1, 2, 3), keepdim=True)) * (c + 0.5) + y.mean(dim=(1, 2, 3), keepdim=True)
+    assert torch.allclose(out, y, atol=1e-5)
+
+
+def test_translation_moves_every_channel_together_and_fills_grey():
+    torch.manual_seed(0)
+    x = (torch.rand(16, 3, 64, 64) + 1).contiguous(memory_format=torch.channels_last)
+    moved = translation(x)
+    assert moved.shape == x.shape
+    filled = moved == 0  # the border the shift uncovers (x itself is never 0)
+    assert (filled.all(dim=1) == filled.any(dim=1)).all()
+    # what is not filled is the image itself, shifted: every pixel of it comes from x
+    kept = moved[~filled]
+    assert torch.isin(kept, x).all() and filled.any()

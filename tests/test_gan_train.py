@@ -296,6 +296,11 @@ def test_a_budget_in_minutes_plans_the_epochs_that_fit(tiny_prep, tmp_path):
     assert state["planned_epochs"] == 1
     again = train_gan(tiny_prep, tmp_path / "short", _tiny(epochs=5, minutes=1e-4), resume=True)
     assert again["epochs_done"] == 1  # the plan holds: nothing more to train
+    # a budget below the training time already spent is refused, not recorded as met
+    before = file_sha256(checkpoint_path(tmp_path / "long"))
+    with pytest.raises(MasksynthError, match=r"already trained .* --minutes must be at least"):
+        train_gan(tiny_prep, tmp_path / "long", _tiny(epochs=3, minutes=1e-4), resume=True)
+    assert file_sha256(checkpoint_path(tmp_path / "long")) == before
 
 
 def test_a_budget_is_replanned_each_epoch_without_the_slow_first_one():

@@ -27,26 +27,27 @@ def _rand(x: torch.Tensor, *shape: int) -> torch.Tensor:
 
 
 def color(x: torch.Tensor) -> torch.Tensor:
-    x = x + (_rand(x, 1, 1, 1) - 0.5)  # brightness
-    mean = x.mean(dim=1, keepdim=True)
-    x = (x - mean) * (_rand(x, 1, 1, 1) * 2) + mean  # saturation
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * (_rand(x, 1, 1, 1) + 0.5) + mean  # contrast
+    """Brightness, saturation and contrast, as DiffAugment draws them, in one pass: shifting
+    by b, scaling the spread around the pixel's channel mean by s, then the spread around
+    the image mean by c is c*s*x + c*(1 - s)*mean_c(x) + (1 - c)*mean(x) + b."""
+    b, s, c = _rand(x, 1, 1, 1) - 0.5, _rand(x, 1, 1, 1) * 2, _rand(x, 1, 1, 1) + 0.5
+    channel_mean = x.mean(dim=1, keepdim=True)
+    offset = (1 - c) * x.mean(dim=(1, 2, 3), keepdim=True) + b + (c * (1 - s)) * channel_mean
+    return torch.addcmul(offset, x, c * s)
 
 
 def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
-    """Shift by up to `ratio` of the size, filling with zeros (mid-grey in [-1, 1])."""
-    n, _, h, w = x.shape
+    """Shift by up to `ratio` of the size, filling with zeros (mid-grey in [-1, 1]). One
+    row gather over the padded pixels (index_select: its backward is a cheap index_add)."""
+    n, channels, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     dy = torch.randint(-sh, sh + 1, (n, 1, 1), device=x.device)
     dx = torch.randint(-sw, sw + 1, (n, 1, 1), device=x.device)
-    ys = torch.arange(h, device=x.device)[None, :, None] + dy
-    xs = torch.arange(w, device=x.device)[None, None, :] + dx
-    padded = F.pad(x, (1, 1, 1, 1))
-    ys = (ys + 1).clamp(0, h + 1).expand(n, h, w)
-    xs = (xs + 1).clamp(0, w + 1).expand(n, h, w)
-    batch = torch.arange(n, device=x.device)[:, None, None].expand(n, h, w)
-    return padded.permute(0, 2, 3, 1)[batch, ys, xs].permute(0, 3, 1, 2)
+    ys = (torch.arange(h, device=x.device)[None, :, None] + dy + 1).clamp(0, h + 1)
+    xs = (torch.arange(w, device=x.device)[None, None, :] + dx + 1).clamp(0, w + 1)
+    rows = (torch.arange(n, device=x.device)[:, None, None] * (h + 2) + ys) * (w + 2) + xs
+    pixels = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).reshape(-1, channels)
+    return pixels.index_select(0, rows.flatten()).view(n, h, w, channels).permute(0, 3, 1, 2)
 
 
 def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:

@@ -19,8 +19,8 @@ def ema_update(ema: Generator, G: Generator, decay: float, step: int, ramp: floa
     (refresh_batchnorm).
     """
     decay = min(decay, (1.0 + step) / (ramp + step))
-    for p_ema, p in zip(ema.parameters(), G.parameters(), strict=True):
-        p_ema.lerp_(p.detach(), 1.0 - decay)
+    # one multi-tensor kernel for every weight, as torch.optim.swa_utils' EMA does
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in G.parameters()], 1 - decay)
 
 
 class _LatentsIn(torch.nn.Module):

@@ -64,5 +64,12 @@ def resumable(run_dir: Path, state: dict, config: GanConfig, prep_fingerprint: s
             f"{run_dir} has already trained {state['epoch']} epochs: --epochs must be at least "
             "that to resume it"
         )
+    trained_s = state.get("elapsed_s", 0.0)
+    if config.minutes != saved.minutes and 0 < config.minutes * 60 < trained_s:
+        # resumed, it would stop at once and be recorded as a run of the smaller budget
+        raise MasksynthError(
+            f"{run_dir} has already trained {trained_s / 60:.1f} minutes: --minutes must be at "
+            "least that to resume it"
+        )
     run = {k: v for k, v in config.to_dict().items() if k in GAN_RUN_SETTINGS}
     return GanConfig.from_dict({**saved.to_dict(), **run})

@@ -60,6 +60,41 @@ def batch_norm(channels: int, n_classes: int, class_norm: bool) -> nn.Module:
     return ClassBatchNorm2d(channels, n_classes) if class_norm else nn.BatchNorm2d(channels)
 
 
+def _dense(conv: nn.Conv2d | nn.ConvTranspose2d) -> bool:
+    """Whether the layer is a plain dense convolution: no padding, stride, dilation, groups."""
+    plain = (conv.stride, conv.padding, conv.dilation) == ((1, 1), (0, 0), (1, 1))
+    return plain and conv.groups == 1
+
+
+class LatentProjection(nn.ConvTranspose2d):
+    """The first G layer: a 4x4 transposed convolution of a 1x1 input, which is a matrix
+    product. Computed as one (a CPU runs the convolution's weight gradient several times
+    slower); same weights and state-dict names. Views, not copies, for a channels_last
+    weight, whose memory order is (in, 4, 4, out): the output comes out channels_last."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.shape[-2:] != (1, 1) or not _dense(self) or self.output_padding != (0, 0):
+            return super().forward(z)
+        c_in, c_out, kh, kw = self.weight.shape
+        weight = self.weight.permute(0, 2, 3, 1).reshape(c_in, kh * kw * c_out)
+        out = z.flatten(1) @ weight
+        return out.view(len(z), kh, kw, c_out).permute(0, 3, 1, 2)
+
+
+class WholeMapConv(nn.Conv2d):
+    """D's last layer: a convolution whose kernel covers its whole input map (4x4 -> 1x1), a
+    matrix product computed as one, as LatentProjection."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if h.shape[-2:] != self.kernel_size or not _dense(self):
+            return super().forward(h)
+        weight = self.weight.permute(0, 2, 3, 1).reshape(self.weight.shape[0], -1)
+        out = h.permute(0, 2, 3, 1).flatten(1) @ weight.T
+        if self.bias is not None:
+            out = out + self.bias
+        return out[:, :, None, None]
+
+
 class Generator(nn.Module):
     """z (N, 128, 1, 1) [+ class] -> image (N, 3, 64, 64) in [-1, 1]."""
 
@@ -78,7 +113,7 @@ class Generator(nn.Module):
             return batch_norm(channels, n_classes, class_norm)
 
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(in_ch, w * 8, 4, 1, 0, bias=False),  # 4x4
+            LatentProjection(in_ch, w * 8, 4, 1, 0, bias=False),  # 4x4
             norm(w * 8),
             nn.ReLU(True),
             nn.ConvTranspose2d(w * 8, w * 4, 4, 2, 1, bias=False),  # 8x8
@@ -134,7 +169,7 @@ class Discriminator(nn.Module):
             *block(w * 2, w * 4),  # 8x8
             *block(w * 4, w * 8),  # 4x4
         )
-        self.head = sn(nn.Conv2d(w * 8, 1, 4, 1, 0, bias=False))
+        self.head = sn(WholeMapConv(w * 8, 1, 4, 1, 0, bias=False))
         self.embed = sn(nn.Embedding(n_classes, w * 8 * 16)) if n_classes else None
         _init_dcgan(self)
 

@@ -14,7 +14,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from masksynth.gan.networks.dcgan import Z_DIM, ClassBatchNorm2d, batch_norm, through
+from masksynth.gan.networks.dcgan import (
+    Z_DIM,
+    ClassBatchNorm2d,
+    LatentProjection,
+    batch_norm,
+    through,
+)
 
 
 def _up(cin: int, cout: int, n_classes: int, class_norm: bool) -> nn.Sequential:
@@ -55,7 +61,7 @@ class Generator(nn.Module):
         in_ch = z_dim * 2 if n_classes else z_dim
         w = width
         self.init = nn.Sequential(  # 1x1 -> 4x4
-            nn.ConvTranspose2d(in_ch, w * 16 * 2, 4, 1, 0, bias=False),
+            LatentProjection(in_ch, w * 16 * 2, 4, 1, 0, bias=False),
             batch_norm(w * 16 * 2, n_classes, class_norm),
             nn.GLU(dim=1),
         )
