@@ -156,7 +156,11 @@ GAN_RUN_SETTINGS = frozenset(
 # batch to half) 0.160 / 0.226 / 0.147: not kept. Ten minutes (~87 epochs): 0.094 / 0.179 / 0.110.
 # With a 1.17x cheaper step (README), 5 minutes (49 to 54 epochs): 0.147 / 0.149 / 0.153; R1 on
 # D (gamma 0.05, every 4 steps) 0.146 and batch 64 0.171 at seed 0, with-mask images drawn 1.6x
-# as often 0.131 / 0.187 / 0.140: not kept.
+# as often 0.131 / 0.187 / 0.140: not kept. A faster day (58-65 epochs), seed 0: the preset
+# 0.133; RaSGAN 0.157, RpGAN 0.171, a skip generator 0.179, D's class projection on pooled
+# features 0.182, G's class embedding at N(0, 1) collapsed (0.322), no mirroring 0.125 and
+# 0.202 at seeds 0 / 1 (the preset 0.133 / 0.136); averaging epoch-end weights no better
+# than the EMA (README).
 SMALL_DATA_RECIPE: dict = {
     "mode": "conditional",
     "g_width": 32,
