@@ -129,6 +129,28 @@ def tiny_prep(tmp_path_factory) -> Path:
     return root / "prep"
 
 
+@pytest.fixture(scope="session")
+def colour_prep(tmp_path_factory) -> Path:
+    """Two classes told apart by colour alone: reddish and bluish noise-textured squares,
+    48 of each (a generator that learns the classes must give each its own colour)."""
+    from masksynth.config import PrepareConfig
+    from masksynth.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("colour")
+    rng = np.random.default_rng(0)
+    for k in range(48):
+        for label, channel in (("with_mask", 0), ("without_mask", 2)):
+            pixels = rng.integers(0, 90, (64, 64, 3), dtype=np.uint8)
+            pixels[:, :, channel] += 150
+            write(root / f"raw/{label}/{k:02d}.png", encode(Image.fromarray(pixels), "PNG"))
+    prepare(
+        root / "raw",
+        root / "prep",
+        PrepareConfig(sizes=(64,), face_crop=False, split=(0.6, 0.2, 0.2), workers=1),
+    )
+    return root / "prep"
+
+
 def real_prep(real_data: Path, root: Path, per_class: int, seed: int, split) -> Path:
     """`per_class` dev photos per class drawn with `seed`, copied to root/raw and prepared
     (faces cropped, 64 px) into root/prep with the given split fractions."""
