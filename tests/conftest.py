@@ -28,6 +28,17 @@ BINARY_KEYS = {
 # evaluate adds the classes' own recall, their confusion matrix and the calibration
 EVALUATE_KEYS = BINARY_KEYS | {"per_class", "confusion_matrix", "calibration"}
 
+# a tiny conditional GAN run on the CPU, trained for exactly its --epochs
+SMALL_GAN_RUN = dict(
+    mode="conditional",
+    batch_size=8,
+    device="cpu",
+    precision="fp32",
+    final_metrics=False,
+    log_every_steps=2,
+    minutes=0.0,
+)
+
 # file -> (expected status, reason prefix or flag that must be reported)
 BAD_FILES = {
     "with_mask/empty.jpg": ("rejected", "empty file"),

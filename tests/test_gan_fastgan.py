@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from test_gan_learns import SMALL
+from conftest import SMALL_GAN_RUN
 
 from masksynth.config import gan_config
 from masksynth.errors import MasksynthError
@@ -13,7 +13,7 @@ from masksynth.gan.networks import build_discriminator, build_generator, dcgan, 
 from masksynth.gan.train import train_gan
 
 TINY = dict(
-    **SMALL,
+    **SMALL_GAN_RUN,
     family="fastgan",
     loss="hinge",
     # the family's own rate: the quick preset's DCGAN rate (4e-4) is too fast for it
