@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import SMALL_GAN_RUN
-from PIL import Image
 
 from masksynth.classify.evaluate import evaluate
 from masksynth.classify.train import train_classifier
 from masksynth.config import classifier_config, gan_config
+from masksynth.data.synthetic import load_synthetic
+from masksynth.gan.loss import d_loss
 from masksynth.gan.networks import build_discriminator
 from masksynth.gan.sample import sample
 from masksynth.gan.train import train_gan
@@ -29,14 +29,11 @@ GENERATORS = {
 }
 
 
-def red_minus_blue(folder) -> np.ndarray:
-    """Each image's mean red minus mean blue (0-255 units)."""
-    means = []
-    for path in sorted(folder.glob("*.png")):
-        with Image.open(path) as image:
-            pixels = np.asarray(image, dtype=np.float32)
-        means.append((pixels[..., 0] - pixels[..., 2]).mean())
-    return np.array(means)
+def red_minus_blue(synth) -> tuple[np.ndarray, np.ndarray]:
+    """Each fake's mean red minus mean blue (0-255 units), with_mask's then without_mask's."""
+    images, labels = load_synthetic(synth, ["with_mask", "without_mask"], 64)
+    per_image = (images[:, 0].float() - images[:, 2].float()).mean(dim=(1, 2)).numpy()
+    return per_image[labels.numpy() == 0], per_image[labels.numpy() == 1]
 
 
 @pytest.mark.parametrize("recipe", GENERATORS)
@@ -51,14 +48,13 @@ def test_a_tiny_run_gives_each_class_its_colour(recipe, colour_prep, tmp_path):
     losses = [r["loss_d"] for r in records if "loss_d" in r]
     assert max(losses) - min(losses) > 0.05, losses
 
-    sample(run, tmp_path / "synth", 40, device="cpu")
-    reddish = red_minus_blue(tmp_path / "synth/with_mask")  # the real ones: about +150
-    bluish = red_minus_blue(tmp_path / "synth/without_mask")  # about -150
+    synth = tmp_path / "synth"
+    sample(run, synth, 40, device="cpu")
+    reddish, bluish = red_minus_blue(synth)  # the real ones: about +150 and -150
     assert (reddish > 0).mean() >= 0.9 and (bluish < 0).mean() >= 0.9, (reddish, bluish)
     assert reddish.mean() - bluish.mean() > 100, (reddish.mean(), bluish.mean())
 
     config = classifier_config("paper", epochs=3, batch_size=16, device="cpu", precision="fp32")
-    synth = tmp_path / "synth"
     train_classifier(colour_prep, tmp_path / "tstr", config, synth, synthetic_only=True)
     metrics, _ = evaluate(tmp_path / "tstr/classifier.pt", colour_prep, "test", None, "cpu")
     assert metrics["balanced_accuracy"] >= 0.9, metrics
@@ -92,7 +88,7 @@ def test_the_projected_discriminator_learns_which_class_an_image_shows():
     before = right(x, labels)
     for _ in range(60):
         batch, y = coloured(16)
-        loss = F.relu(1 - D(batch, y)).mean() + F.relu(1 + D(batch, 1 - y)).mean()
+        loss = d_loss("hinge", D(batch, y), D(batch, 1 - y))  # own class real, other fake
         opt.zero_grad()
         loss.backward()
         opt.step()
