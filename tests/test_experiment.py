@@ -247,8 +247,11 @@ def test_a_gan_budget_in_minutes_is_reused_resumed_or_trained_anew_as_asked(tiny
     assert not first.get("reused") and first["epochs_done"] == 2
     assert first["config"]["minutes"] == 1.0 and first["config"]["epochs"] == 2
     assert run(1.0)["reused"]
-    # a quarter of what the two epochs took: spent within the first epoch of a new run
-    tight = load_checkpoint(checkpoint_path(gan_dir))["elapsed_s"] / 60 / 4
+    # far below any epoch's time, on any machine: the new run's plan keeps only the epoch it
+    # must train (a quarter of the two epochs was flaky: the first epoch's warm-up is paid
+    # once per process, so the new run's first epoch can take under an eighth of them)
+    tight = 1e-4
+    assert tight * 60 < load_checkpoint(checkpoint_path(gan_dir))["elapsed_s"]
     anew = run(tight)
     assert not anew.get("reused") and anew["epochs_done"] == 1
     assert anew["config"]["minutes"] == tight and not (gan_dir / "gan-resume.json").exists()
