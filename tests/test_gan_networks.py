@@ -58,6 +58,27 @@ def test_conditional_and_spectral_variants():
     assert not torch.allclose(D(x, labels), D(x, 1 - labels))
 
 
+@pytest.mark.parametrize("norm", ["layer", "group"])
+def test_a_per_image_norm_scores_each_image_whatever_its_batch(norm):
+    """'layer' and 'group' normalise each image on its own: in training mode an image's
+    score does not move with the other images of its batch, as it does under BatchNorm."""
+    torch.manual_seed(0)
+    image, others = torch.randn(1, 3, 64, 64), torch.randn(2, 2, 3, 64, 64)
+    labels = torch.tensor([0, 1, 0])
+    for kind in (norm, "batch"):
+        D = Discriminator(width=8, n_classes=2, norm=kind).train()
+        scores = [D(torch.cat([image, rest]), labels)[0] for rest in others]
+        same = torch.allclose(scores[0], scores[1], atol=1e-6)
+        assert same == (kind != "batch"), kind
+    if norm == "layer":
+        D = Discriminator(width=8, norm="layer")
+        norms = [m for m in D.modules() if isinstance(m, nn.GroupNorm)]
+        assert [m.num_groups for m in norms] == [1, 1, 1]
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
+    with pytest.raises(ValueError, match="unknown discriminator norm"):
+        Discriminator(norm="instance")
+
+
 def test_class_norm_generator_scales_every_layer_by_class():
     from masksynth.gan.networks.dcgan import ClassBatchNorm2d
 

@@ -214,7 +214,7 @@ def train_gan(
         typer.Option(help="EMA warm-up: decay min(ema-decay, (1+s)/(ramp+s)) after s steps."),
     ] = None,
     d_norm: Annotated[
-        str | None, typer.Option(help="D normalisation: batch | spectral | group.")
+        str | None, typer.Option(help="D normalisation: batch | spectral | group | layer.")
     ] = None,
     g_width: Annotated[
         int | None, typer.Option(help="G width (channels of its last layer).")

@@ -29,7 +29,13 @@ from masksynth.gan.diffaugment import TRANSFORMS
 from masksynth.gan.loop import Quality, Trainer
 from masksynth.gan.loss import LOSSES, Objective
 from masksynth.gan.monitor import GRID_SIZE
-from masksynth.gan.networks import DISCRIMINATORS, FAMILIES, IMAGE_SIZE, discriminator_kind
+from masksynth.gan.networks import (
+    D_NORMS,
+    DISCRIMINATORS,
+    FAMILIES,
+    IMAGE_SIZE,
+    discriminator_kind,
+)
 from masksynth.gan.pair import GanPair, build_pairs
 from masksynth.gan.resume import gan_inputs, resumable
 from masksynth.runinfo import run_record
@@ -160,6 +166,8 @@ def _validate(config: GanConfig) -> None:
         )
     if config.discriminator not in DISCRIMINATORS:
         raise MasksynthError(f"--discriminator must be one of {', '.join(DISCRIMINATORS)}")
+    if config.d_norm not in D_NORMS:
+        raise MasksynthError(f"--d-norm must be one of {', '.join(D_NORMS)}")
     if config.dp_epsilon and (
         config.family != "dcgan" or discriminator_kind(config) != "dcgan" or config.loss != "bce"
     ):

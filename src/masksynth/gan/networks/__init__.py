@@ -15,13 +15,14 @@ from torch import nn
 
 from masksynth.config import GanConfig
 from masksynth.gan.networks import fastgan, projected
-from masksynth.gan.networks.dcgan import IMAGE_SIZE, Z_DIM, Discriminator, Generator
+from masksynth.gan.networks.dcgan import D_NORMS, IMAGE_SIZE, Z_DIM, Discriminator, Generator
 
 FAMILIES = ("dcgan", "fastgan")
 DISCRIMINATORS = ("auto", "dcgan", "projected")
 
 __all__ = [
     "DISCRIMINATORS",
+    "D_NORMS",
     "FAMILIES",
     "IMAGE_SIZE",
     "Z_DIM",

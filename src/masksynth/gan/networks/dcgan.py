@@ -138,16 +138,21 @@ class Generator(nn.Module):
         return through(self.net, torch.cat([z, self.embed(labels)[:, :, None, None]], 1), labels)
 
 
+D_NORMS = ("batch", "spectral", "group", "layer")
+
+
 class Discriminator(nn.Module):
     """image (N, 3, 64, 64) [+ class] -> logit (N,).
 
-    `norm`: 'batch' (paper), 'spectral', or 'group' (GroupNorm: each image is normalised on
-    its own, which per-sample gradients and so differential privacy need).
+    `norm`: 'batch' (paper), 'spectral', 'group' (GroupNorm: each image is normalised on
+    its own, which per-sample gradients and so differential privacy need) or 'layer'
+    (GroupNorm with one group: each image on its own too, and as fast as BatchNorm on a
+    CPU, where GroupNorm's 32 groups of few channels take twice its time).
     """
 
     def __init__(self, width: int = 64, n_classes: int = 0, norm: str = "batch") -> None:
         super().__init__()
-        if norm not in ("batch", "spectral", "group"):
+        if norm not in D_NORMS:
             raise ValueError(f"unknown discriminator norm {norm!r}")
         w = width
         sn = spectral_norm if norm == "spectral" else (lambda m: m)
@@ -160,6 +165,8 @@ class Discriminator(nn.Module):
                 layers.append(nn.BatchNorm2d(cout))
             elif norm == "group":
                 layers.append(nn.GroupNorm(min(32, cout), cout))
+            elif norm == "layer":
+                layers.append(nn.GroupNorm(1, cout))
             return [*layers, nn.LeakyReLU(0.2, inplace=inplace)]
 
         self.features = nn.Sequential(
