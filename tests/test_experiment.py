@@ -247,7 +247,7 @@ def test_a_gan_budget_in_minutes_is_reused_resumed_or_trained_anew_as_asked(tiny
     assert not first.get("reused") and first["epochs_done"] == 2
     assert first["config"]["minutes"] == 1.0 and first["config"]["epochs"] == 2
     assert run(1.0)["reused"]
-    # far below any epoch's time, on any machine: the new run's plan keeps only the epoch it
+    # far below a CPU epoch of this tiny run: the new run's plan keeps only the epoch it
     # must train (a quarter of the two epochs was flaky: the first epoch's warm-up is paid
     # once per process, so the new run's first epoch can take under an eighth of them)
     tight = 1e-4

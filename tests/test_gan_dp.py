@@ -185,10 +185,12 @@ def test_resumed_dp_run_continues_the_accounting(cli_run, tiny_prep, tmp_path):
     assert load_checkpoint(checkpoint_path(run))["dp"]["steps"] == 6
 
 
-def test_dp_with_spectral_norm_is_a_one_line_error(tiny_prep, tmp_path, capsys):
+@pytest.mark.parametrize("norm", ["spectral", "layer"])
+def test_dp_with_another_d_norm_is_a_one_line_error(tiny_prep, tmp_path, capsys, norm):
+    """A private D is GroupNorm's: a norm it would silently replace is refused."""
     args = ["train-gan", str(tiny_prep), "--out", str(tmp_path / "x")]
-    assert main([*args, "--dp-epsilon", "5", "--d-norm", "spectral"]) == 2
+    assert main([*args, "--dp-epsilon", "5", "--d-norm", norm]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("masksynth: error: ")
-    assert "--d-norm spectral" in lines[0]
+    assert f"--d-norm {norm}" in lines[0]
     assert not (tmp_path / "x").exists()

@@ -65,8 +65,6 @@ def test_an_unknown_discriminator_or_a_private_projected_one_is_refused(colour_p
     unknown = gan_config("quick", **{**TINY, "discriminator": "x"})
     with pytest.raises(MasksynthError, match="--discriminator must be one of"):
         train_gan(colour_prep, tmp_path / "a", unknown)
-    with pytest.raises(MasksynthError, match="--d-norm must be one of batch, spectral, group"):
-        train_gan(colour_prep, tmp_path / "a", gan_config("quick", **{**TINY, "d_norm": "x"}))
     # DP-SGD needs the DCGAN discriminator's per-sample gradients (GroupNorm)
     private = gan_config(
         "quick", **{**TINY, "family": "dcgan", "loss": "bce", "discriminator": "projected"}

@@ -65,16 +65,19 @@ def test_a_per_image_norm_scores_each_image_whatever_its_batch(norm):
     torch.manual_seed(0)
     image, others = torch.randn(1, 3, 64, 64), torch.randn(2, 2, 3, 64, 64)
     labels = torch.tensor([0, 1, 0])
-    for kind in (norm, "batch"):
+    for kind in (norm, "batch"):  # BatchNorm: the control that the check tells them apart
         D = Discriminator(width=8, n_classes=2, norm=kind).train()
         scores = [D(torch.cat([image, rest]), labels)[0] for rest in others]
         same = torch.allclose(scores[0], scores[1], atol=1e-6)
         assert same == (kind != "batch"), kind
-    if norm == "layer":
-        D = Discriminator(width=8, norm="layer")
-        norms = [m for m in D.modules() if isinstance(m, nn.GroupNorm)]
-        assert [m.num_groups for m in norms] == [1, 1, 1]
-        assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
+
+
+@pytest.mark.parametrize(("norm", "groups"), [("layer", [1, 1, 1]), ("group", [32, 32, 32])])
+def test_the_per_image_norms_group_the_channels_as_named(norm, groups):
+    D = Discriminator(width=32, norm=norm)
+    norms = [m for m in D.modules() if isinstance(m, nn.GroupNorm)]
+    assert [m.num_groups for m in norms] == groups
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
     with pytest.raises(ValueError, match="unknown discriminator norm"):
         Discriminator(norm="instance")
 

@@ -269,6 +269,16 @@ def test_resume_refuses_other_settings_or_other_data_in_one_line(tiny_prep, tmp_
     assert load_checkpoint(checkpoint_path(run))["epoch"] == 2
 
 
+def test_an_unknown_d_norm_is_a_one_line_error(tiny_prep, tmp_path, capsys):
+    from masksynth.cli import main
+    from masksynth.gan.networks import D_NORMS
+
+    assert main(["train-gan", str(tiny_prep), "--out", str(tmp_path / "x"), "--d-norm", "x"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"masksynth: error: --d-norm must be one of {', '.join(D_NORMS)}"]
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_log_file_gets_one_line_per_epoch_not_progress_bar_redraws(tiny_prep, tmp_path):
     from conftest import run_cli
 

@@ -163,7 +163,7 @@ GAN_RUN_SETTINGS = frozenset(
 # than the EMA (README). Another day (67 epochs, preset 0.139): simultaneous G and D updates
 # 0.148, DiffAugment translation by 1/16 instead of 1/8 0.130 (seed 1: 0.156): not kept.
 # Another day (60-62 epochs): D normalising each image on its own (--d-norm layer), seeds
-# 0 / 1 / 2, 0.127 / 0.137 / 0.142 with higher PRDC precision and recall and lower FID but
+# 0 / 1 / 2, 0.127 / 0.137 / 0.142 with higher PRDC precision and with-mask recall but
 # TSTR 0.82 to 0.90 against the preset's 0.91 to 0.94 (README); a VAE warm start of G 0.141,
 # ADA-style augmentation 0.163, per-position D logits and default init collapsed: not kept.
 SMALL_DATA_RECIPE: dict = {

@@ -45,10 +45,10 @@ def check(config: GanConfig) -> None:
     """User errors in the DP options of a run with --dp-epsilon set."""
     if config.dp_epsilon < 0:
         raise MasksynthError("--dp-epsilon must be >= 0 (0 = no differential privacy)")
-    if config.d_norm == "spectral":
+    if config.d_norm not in ("batch", "group"):  # both become GroupNorm under DP
         raise MasksynthError(
-            "--dp-epsilon cannot be combined with --d-norm spectral (Opacus has no per-sample "
-            "gradients through spectral norm); keep --d-norm batch: D then uses GroupNorm"
+            f"--dp-epsilon cannot be combined with --d-norm {config.d_norm} (a private D uses "
+            "GroupNorm, whose per-sample gradients Opacus computes); keep --d-norm batch"
         )
     if not 0 <= config.dp_delta < 1:
         raise MasksynthError("--dp-delta must be in [0, 1) (0 = 1 / (10 x training images))")
