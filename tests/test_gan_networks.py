@@ -190,3 +190,20 @@ def test_translation_moves_every_channel_together_and_fills_grey():
     # what is not filled is the image itself, shifted: every pixel of it comes from x
     kept = moved[~filled]
     assert torch.isin(kept, x).all() and filled.any()
+
+
+def test_the_auxiliary_classifier_gives_class_logits_only_where_built():
+    D = Discriminator(width=8, n_classes=3, norm="layer", aux_classifier=True)
+    x, labels = torch.randn(5, 3, 64, 64), torch.tensor([0, 1, 2, 0, 1])
+    logit, classes = D(x, labels, with_classes=True)
+    assert logit.shape == (5,) and classes.shape == (5, 3)
+    assert torch.equal(logit, D(x, labels))  # the head adds outputs, not a change of score
+    # it sees the features averaged over positions: a mirrored image gets the same classes
+    # only if the features were mirror-invariant, which random weights are not
+    assert not torch.allclose(classes, D(x.flip(3), labels, with_classes=True)[1])
+    plain = Discriminator(width=8, n_classes=3)
+    assert plain.classify is None and "classify.weight" not in plain.state_dict()
+    with pytest.raises(ValueError, match="no auxiliary classifier"):
+        plain(x, labels, with_classes=True)
+    with pytest.raises(ValueError, match="needs classes"):
+        Discriminator(width=8, aux_classifier=True)

@@ -216,6 +216,13 @@ def train_gan(
     d_norm: Annotated[
         str | None, typer.Option(help="D normalisation: batch | spectral | group | layer.")
     ] = None,
+    ac_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="Auxiliary classifier on a conditional DCGAN D (AC-GAN): weight of its "
+            "class loss (0 = off)."
+        ),
+    ] = None,
     g_width: Annotated[
         int | None, typer.Option(help="G width (channels of its last layer).")
     ] = None,
@@ -293,6 +300,7 @@ def train_gan(
         ema_decay=ema_decay,
         ema_ramp=ema_ramp,
         d_norm=d_norm,
+        ac_weight=ac_weight,
         g_width=g_width,
         d_width=d_width,
         g_class_norm=g_class_norm,

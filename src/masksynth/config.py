@@ -55,6 +55,9 @@ class GanConfig:
     g_class_norm: bool = False
     d_width: int = 64  # channels of the first D layer (DCGAN's ndf)
     d_norm: str = "batch"  # 'batch' (paper), 'spectral', 'group' or 'layer' (dcgan.Discriminator)
+    # AC-GAN (Odena et al. 2017) on a conditional DCGAN D: D also learns the real images'
+    # classes, and G's loss adds this weight times D's cross-entropy on its fakes; 0: off
+    ac_weight: float = 0.0
     batch_size: int = 128
     epochs: int = 100
     lr_g: float = 1e-4

@@ -50,6 +50,11 @@ def check(config: GanConfig) -> None:
             f"--dp-epsilon cannot be combined with --d-norm {config.d_norm} (a private D uses "
             "GroupNorm, whose per-sample gradients Opacus computes); keep --d-norm batch"
         )
+    if config.ac_weight:
+        raise MasksynthError(
+            "--dp-epsilon cannot be combined with --ac-weight (the private D's step has no "
+            "auxiliary classifier loss); set --ac-weight 0"
+        )
     if not 0 <= config.dp_delta < 1:
         raise MasksynthError("--dp-delta must be in [0, 1) (0 = 1 / (10 x training images))")
     if config.dp_max_grad_norm <= 0:

@@ -39,10 +39,15 @@ def g_loss(kind: str, d_gen: torch.Tensor) -> torch.Tensor:
 
 class Objective:
     """bce: D learns real vs fake by BCE, G against 'real' (non-saturating). hinge: D's
-    margin loss, G raises D's score."""
+    margin loss, G raises D's score. With `ac_weight` > 0 (AC-GAN, Odena et al. 2017), D's
+    auxiliary classifier learns the classes of the (augmented) reals, and G's loss adds its
+    cross-entropy on the fakes against the classes they were made for: a second signal that
+    the class must show. The classifier learns from reals only, so fakes cannot teach it."""
 
-    def __init__(self, loss: str = "bce") -> None:
-        self.loss = loss
+    def __init__(self, loss: str = "bce", ac_weight: float = 0.0) -> None:
+        self.loss, self.ac_weight = loss, ac_weight
+        # per pair: summed class-hit rates of D's classifier on reals and fakes, and steps
+        self._class_hits: dict[str, list] = {}
 
     def batch(
         self, pair: GanPair, order: torch.Tensor, step: int, batch_size: int, ranks: Ranks
@@ -65,9 +70,11 @@ class Objective:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """D's update; returns its loss and the real and fake logits (for the logs)."""
         with autocast:
-            d_real = pair.D_train(augment(real), labels).float()
+            d_real, classes_real = self._scores(pair.D_train, augment(real), labels)
             d_fake = pair.D_train(augment(fake.detach()), fake_labels).float()
-            loss = d_loss(self.loss, d_real, d_fake)
+            loss = d_loss(self.loss, d_real, d_fake) + self._class_loss(
+                pair, "real", classes_real, labels
+            )
         pair.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         pair.opt_d.step()
@@ -79,8 +86,10 @@ class Objective:
         D's all-reduce."""
         with self.generator_pass(pair):  # around the backward too: DP's hooks stay off
             with autocast:
-                d_gen = pair.D(augment(fake), fake_labels).float()
-                loss = g_loss(self.loss, d_gen)
+                d_gen, classes_fake = self._scores(pair.D, augment(fake), fake_labels)
+                loss = g_loss(self.loss, d_gen) + self._class_loss(
+                    pair, "fake", classes_fake, fake_labels
+                )
             pair.opt_g.zero_grad(set_to_none=True)
             loss.backward(inputs=list(pair.G.parameters()))
             pair.opt_g.step()
@@ -89,13 +98,35 @@ class Objective:
     def generator_pass(self, pair: GanPair):
         return contextlib.nullcontext()
 
+    # -- the auxiliary classifier ------------------------------------------------------------
+    def _scores(self, D, images, labels) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's logits and, with an auxiliary classifier, its class logits (else None)."""
+        if not self.ac_weight:
+            return D(images, labels).float(), None
+        logit, classes = D(images, labels, with_classes=True)
+        return logit.float(), classes.float()
+
+    def _class_loss(self, pair, kind, class_logits, labels) -> torch.Tensor | float:
+        if class_logits is None:
+            return 0.0
+        hits = self._class_hits.setdefault(pair.name, [0.0, 0.0, 0])
+        hit_rate = (class_logits.detach().argmax(1) == labels).float().mean()
+        hits[0 if kind == "real" else 1] += hit_rate  # a tensor: no device sync per step
+        hits[2] += kind == "fake"  # one D and one G step per training step
+        return self.ac_weight * F.cross_entropy(class_logits, labels)
+
     # -- what a run records of its objective ------------------------------------------------
     def stop_reason(self) -> str | None:
         """Why training must stop before its planned end (None: it need not)."""
         return None
 
     def log_fields(self, pair: GanPair) -> dict:
-        return {}
+        """With an auxiliary classifier: how often it named the class of this pair's reals
+        and of its fakes since the last log line (this process's steps)."""
+        real, fake, steps = self._class_hits.pop(pair.name, (0.0, 0.0, 0))
+        if not steps:
+            return {}
+        return {"ac_real": round(float(real) / steps, 4), "ac_fake": round(float(fake) / steps, 4)}
 
     def progress(self) -> str:
         return ""

@@ -168,6 +168,13 @@ def _validate(config: GanConfig) -> None:
         raise MasksynthError(f"--discriminator must be one of {', '.join(DISCRIMINATORS)}")
     if config.d_norm not in D_NORMS:
         raise MasksynthError(f"--d-norm must be one of {', '.join(D_NORMS)}")
+    if config.ac_weight < 0 or (
+        config.ac_weight and (config.mode != "conditional" or discriminator_kind(config) != "dcgan")
+    ):
+        raise MasksynthError(
+            "--ac-weight must be >= 0, and > 0 only with --mode conditional and the DCGAN "
+            "discriminator (its auxiliary classifier needs classes)"
+        )
     if config.dp_epsilon and (
         config.family != "dcgan" or discriminator_kind(config) != "dcgan" or config.loss != "bce"
     ):
@@ -189,7 +196,7 @@ def _private():
 
 def _objective(config: GanConfig, pairs: list[GanPair], n_train: int, state) -> Objective:
     if not config.dp_epsilon:
-        return Objective(config.loss)
+        return Objective(config.loss, config.ac_weight)
     objective = _private().PrivateObjective(pairs, config, n_train, state and state["dp"])
     shown = objective.record()
     log.info(
