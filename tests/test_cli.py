@@ -67,6 +67,8 @@ TRAIN_GAN_OPTIONS = {
     "ema_decay": ("0.5", "ema_decay", 0.5),
     "ema_ramp": ("4", "ema_ramp", 4.0),
     "d_norm": ("spectral", "d_norm", "spectral"),
+    "ac_weight": ("0.5", "ac_weight", 0.5),
+    "ac_twin": (None, "ac_twin", True),
     "g_width": ("8", "g_width", 8),
     "d_width": ("8", "d_width", 8),
     "g_class_norm": (None, "g_class_norm", True),

@@ -35,36 +35,42 @@ def _identity(x):
     return x
 
 
-def test_each_step_adds_the_weighted_class_loss_and_the_head_learns_from_reals_only():
+@pytest.mark.parametrize("twin", [False, True])
+def test_each_step_adds_the_weighted_class_losses_and_each_head_learns_its_own_images(twin):
+    """The classifier learns the reals' classes, its twin (TAC-GAN) the fakes'; G's loss adds
+    the classifier's cross-entropy on its fakes and subtracts the twin's."""
     torch.manual_seed(0)
-    config = gan_config("paper", **TINY_AC)
+    config = gan_config("paper", **TINY_AC, ac_twin=twin)
     pair = build_pairs(config, ["a", "b"], torch.tensor([0, 1] * 4), torch.device("cpu"))[0]
     real = torch.rand(6, 3, 64, 64) * 2 - 1
     labels = torch.tensor([0, 1, 1, 0, 1, 0])
     fake_labels = torch.tensor([1, 0, 0, 1, 1, 0])
     fake = pair.G(torch.randn(6, 128, 1, 1), fake_labels)
-    objective = Objective("bce", ac_weight=2.0)
+    objective = Objective("bce", ac_weight=2.0, ac_twin=twin)
+    no_autocast = torch.autocast("cpu", enabled=False)
 
     D = copy.deepcopy(pair.D)  # the D the step starts from, for the expected losses
-    d_real, classes_real = D(real, labels, with_classes=True)
-    d_fake = D(fake.detach(), fake_labels)
-    expected = d_loss("bce", d_real, d_fake) + 2.0 * F.cross_entropy(classes_real, labels)
-    (expected_head_grad,) = torch.autograd.grad(
-        F.cross_entropy(classes_real, labels) * 2.0, D.classify.weight
-    )
+    d_real, heads_real = D(real, labels, with_classes=True)
+    d_fake, heads_fake = D(fake.detach(), fake_labels, with_classes=True)
+    class_loss = 2.0 * F.cross_entropy(heads_real[:, 0], labels)
+    if twin:
+        class_loss = class_loss + 2.0 * F.cross_entropy(heads_fake[:, 1], fake_labels)
+    expected = d_loss("bce", d_real, d_fake) + class_loss
+    (expected_head_grad,) = torch.autograd.grad(class_loss, D.classify.weight)
     loss, _, _ = objective.discriminator_step(
-        pair, real, labels, fake, fake_labels, _identity, torch.autocast("cpu", enabled=False)
+        pair, real, labels, fake, fake_labels, _identity, no_autocast
     )
     assert torch.allclose(loss, expected, atol=1e-6)
-    # the head's gradient is the reals' class loss alone: fakes never teach it their class
+    # the heads' gradients are those terms alone: fakes never teach the classifier, nor
+    # reals the twin
     assert torch.allclose(pair.D.classify.weight.grad, expected_head_grad, atol=1e-7)
 
     D = copy.deepcopy(pair.D)
-    d_gen, classes_fake = D(fake, fake_labels, with_classes=True)
-    expected = g_loss("bce", d_gen) + 2.0 * F.cross_entropy(classes_fake, fake_labels)
-    loss = objective.generator_step(
-        pair, fake, fake_labels, _identity, torch.autocast("cpu", enabled=False)
-    )
+    d_gen, heads = D(fake, fake_labels, with_classes=True)
+    expected = g_loss("bce", d_gen) + 2.0 * F.cross_entropy(heads[:, 0], fake_labels)
+    if twin:
+        expected = expected - 2.0 * F.cross_entropy(heads[:, 1], fake_labels)
+    loss = objective.generator_step(pair, fake, fake_labels, _identity, no_autocast)
     assert torch.allclose(loss, expected, atol=1e-6)
     fields = objective.log_fields(pair)
     assert set(fields) == {"ac_real", "ac_fake"} and all(0 <= v <= 1 for v in fields.values())
@@ -72,7 +78,9 @@ def test_each_step_adds_the_weighted_class_loss_and_the_head_learns_from_reals_o
 
 
 def test_an_ac_run_logs_its_class_hits_and_resumes_to_the_same_weights(tiny_prep, tmp_path):
-    config = gan_config("paper", **TINY_AC, epochs=2, deterministic=True, ema_decay=0.9)
+    config = gan_config(
+        "paper", **TINY_AC, ac_twin=True, epochs=2, deterministic=True, ema_decay=0.9
+    )
     train_gan(tiny_prep, tmp_path / "straight", config)
     records = [json.loads(line) for line in (tmp_path / "straight/metrics.jsonl").open()]
     hits = [r["ac_real"] for r in records if "ac_real" in r]
@@ -81,7 +89,7 @@ def test_an_ac_run_logs_its_class_hits_and_resumes_to_the_same_weights(tiny_prep
     train_gan(
         tiny_prep,
         tmp_path / "halves",
-        gan_config("paper", **{**TINY_AC, "epochs": 1, "deterministic": True, "ema_decay": 0.9}),
+        gan_config("paper", **TINY_AC, ac_twin=True, epochs=1, deterministic=True, ema_decay=0.9),
     )
     train_gan(tiny_prep, tmp_path / "halves", config, resume=True)
     a = load_checkpoint(checkpoint_path(tmp_path / "straight"))["units"]["all"]
@@ -96,7 +104,7 @@ def test_an_ac_run_logs_its_class_hits_and_resumes_to_the_same_weights(tiny_prep
         train_gan(
             tiny_prep,
             tmp_path / "halves",
-            gan_config("paper", **{**TINY_AC, "ac_weight": 1.0, "epochs": 3}),
+            gan_config("paper", **{**TINY_AC, "ac_weight": 1.0, "ac_twin": True, "epochs": 3}),
             resume=True,
         )
 
@@ -105,7 +113,7 @@ def test_a_run_from_before_the_option_still_loads(tiny_prep, tmp_path):
     run = tmp_path / "old"
     train_gan(tiny_prep, run, gan_config("paper", **{**TINY_AC, "ac_weight": 0.0, "epochs": 1}))
     state = load_checkpoint(checkpoint_path(run))
-    del state["config"]["ac_weight"]  # what an older masksynth wrote
+    del state["config"]["ac_weight"], state["config"]["ac_twin"]  # what an older one wrote
     state.pop("format")
     save_checkpoint(checkpoint_path(run), state)
     _, generators = load_generators(run, torch.device("cpu"))
@@ -122,6 +130,7 @@ def test_a_run_from_before_the_option_still_loads(tiny_prep, tmp_path):
             "the DCGAN discriminator",
         ),
         (["--ac-weight", "1", "--mode", "conditional", "--dp-epsilon", "5"], "--ac-weight 0"),
+        (["--ac-twin", "--mode", "conditional"], "set --ac-weight"),
     ],
 )
 def test_an_ac_weight_it_cannot_train_is_a_one_line_error(tiny_prep, tmp_path, capsys, args, says):

@@ -192,18 +192,19 @@ def test_translation_moves_every_channel_together_and_fills_grey():
     assert torch.isin(kept, x).all() and filled.any()
 
 
-def test_the_auxiliary_classifier_gives_class_logits_only_where_built():
-    D = Discriminator(width=8, n_classes=3, norm="layer", aux_classifier=True)
+def test_the_class_heads_give_class_logits_only_where_built():
+    D = Discriminator(width=8, n_classes=3, norm="layer", class_heads=2)
     x, labels = torch.randn(5, 3, 64, 64), torch.tensor([0, 1, 2, 0, 1])
-    logit, classes = D(x, labels, with_classes=True)
-    assert logit.shape == (5,) and classes.shape == (5, 3)
-    assert torch.equal(logit, D(x, labels))  # the head adds outputs, not a change of score
-    # it sees the features averaged over positions: a mirrored image gets the same classes
+    logit, heads = D(x, labels, with_classes=True)
+    assert logit.shape == (5,) and heads.shape == (5, 2, 3)
+    assert torch.equal(logit, D(x, labels))  # the heads add outputs, not a change of score
+    assert not torch.allclose(heads[:, 0], heads[:, 1])  # two heads, not one twice
+    # they see the features averaged over positions: a mirrored image gets the same classes
     # only if the features were mirror-invariant, which random weights are not
-    assert not torch.allclose(classes, D(x.flip(3), labels, with_classes=True)[1])
+    assert not torch.allclose(heads, D(x.flip(3), labels, with_classes=True)[1])
     plain = Discriminator(width=8, n_classes=3)
     assert plain.classify is None and "classify.weight" not in plain.state_dict()
-    with pytest.raises(ValueError, match="no auxiliary classifier"):
+    with pytest.raises(ValueError, match="no class head"):
         plain(x, labels, with_classes=True)
     with pytest.raises(ValueError, match="needs classes"):
-        Discriminator(width=8, aux_classifier=True)
+        Discriminator(width=8, class_heads=1)

@@ -223,6 +223,14 @@ def train_gan(
             "class loss (0 = off)."
         ),
     ] = None,
+    ac_twin: Annotated[
+        bool | None,
+        typer.Option(
+            "--ac-twin/--no-ac-twin",
+            help="A twin class head on D learns the fakes' classes; G's loss subtracts its "
+            "cross-entropy (TAC-GAN; needs --ac-weight).",
+        ),
+    ] = None,
     g_width: Annotated[
         int | None, typer.Option(help="G width (channels of its last layer).")
     ] = None,
@@ -301,6 +309,7 @@ def train_gan(
         ema_ramp=ema_ramp,
         d_norm=d_norm,
         ac_weight=ac_weight,
+        ac_twin=ac_twin,
         g_width=g_width,
         d_width=d_width,
         g_class_norm=g_class_norm,

@@ -58,6 +58,9 @@ class GanConfig:
     # AC-GAN (Odena et al. 2017) on a conditional DCGAN D: D also learns the real images'
     # classes, and G's loss adds this weight times D's cross-entropy on its fakes; 0: off
     ac_weight: float = 0.0
+    # TAC-GAN (Gong et al. 2019): a twin head learns the fakes' classes and G's loss subtracts
+    # its cross-entropy, against AC-GAN's pull towards fakes that are easy to classify
+    ac_twin: bool = False
     batch_size: int = 128
     epochs: int = 100
     lr_g: float = 1e-4

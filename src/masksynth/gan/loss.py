@@ -42,10 +42,13 @@ class Objective:
     margin loss, G raises D's score. With `ac_weight` > 0 (AC-GAN, Odena et al. 2017), D's
     auxiliary classifier learns the classes of the (augmented) reals, and G's loss adds its
     cross-entropy on the fakes against the classes they were made for: a second signal that
-    the class must show. The classifier learns from reals only, so fakes cannot teach it."""
+    the class must show. The classifier learns from reals only, so fakes cannot teach it.
+    With `ac_twin` (TAC-GAN, Gong et al. 2019) a twin head learns the fakes' classes and G's
+    loss subtracts its cross-entropy (same weight), which undoes AC-GAN's pull towards fakes
+    that are easier to classify than the reals."""
 
-    def __init__(self, loss: str = "bce", ac_weight: float = 0.0) -> None:
-        self.loss, self.ac_weight = loss, ac_weight
+    def __init__(self, loss: str = "bce", ac_weight: float = 0.0, ac_twin: bool = False) -> None:
+        self.loss, self.ac_weight, self.ac_twin = loss, ac_weight, ac_twin
         # per pair: summed class-hit rates of D's classifier on reals and fakes, and steps
         self._class_hits: dict[str, list] = {}
 
@@ -70,11 +73,16 @@ class Objective:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """D's update; returns its loss and the real and fake logits (for the logs)."""
         with autocast:
-            d_real, classes_real = self._scores(pair.D_train, augment(real), labels)
-            d_fake = pair.D_train(augment(fake.detach()), fake_labels).float()
-            loss = d_loss(self.loss, d_real, d_fake) + self._class_loss(
-                pair, "real", classes_real, labels
+            classes = self.ac_weight > 0
+            d_real, heads_real = self._scores(pair.D_train, augment(real), labels, classes)
+            d_fake, heads_fake = self._scores(
+                pair.D_train, augment(fake.detach()), fake_labels, self.ac_twin
             )
+            loss = d_loss(self.loss, d_real, d_fake)
+            if heads_real is not None:  # the classifier learns the reals' classes
+                loss = loss + self._class_loss(pair, "real", heads_real[:, 0], labels)
+            if heads_fake is not None:  # its twin the fakes'
+                loss = loss + self.ac_weight * F.cross_entropy(heads_fake[:, 1], fake_labels)
         pair.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         pair.opt_d.step()
@@ -86,10 +94,12 @@ class Objective:
         D's all-reduce."""
         with self.generator_pass(pair):  # around the backward too: DP's hooks stay off
             with autocast:
-                d_gen, classes_fake = self._scores(pair.D, augment(fake), fake_labels)
-                loss = g_loss(self.loss, d_gen) + self._class_loss(
-                    pair, "fake", classes_fake, fake_labels
-                )
+                d_gen, heads = self._scores(pair.D, augment(fake), fake_labels, self.ac_weight > 0)
+                loss = g_loss(self.loss, d_gen)
+                if heads is not None:
+                    loss = loss + self._class_loss(pair, "fake", heads[:, 0], fake_labels)
+                if heads is not None and self.ac_twin:
+                    loss = loss - self.ac_weight * F.cross_entropy(heads[:, 1], fake_labels)
             pair.opt_g.zero_grad(set_to_none=True)
             loss.backward(inputs=list(pair.G.parameters()))
             pair.opt_g.step()
@@ -99,16 +109,16 @@ class Objective:
         return contextlib.nullcontext()
 
     # -- the auxiliary classifier ------------------------------------------------------------
-    def _scores(self, D, images, labels) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """D's logits and, with an auxiliary classifier, its class logits (else None)."""
-        if not self.ac_weight:
+    @staticmethod
+    def _scores(D, images, labels, with_classes) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's logits and, when asked, its class heads' logits (N, heads, classes)."""
+        if not with_classes:
             return D(images, labels).float(), None
-        logit, classes = D(images, labels, with_classes=True)
-        return logit.float(), classes.float()
+        logit, heads = D(images, labels, with_classes=True)
+        return logit.float(), heads.float()
 
-    def _class_loss(self, pair, kind, class_logits, labels) -> torch.Tensor | float:
-        if class_logits is None:
-            return 0.0
+    def _class_loss(self, pair, kind, class_logits, labels) -> torch.Tensor:
+        """The auxiliary classifier's weighted cross-entropy, its hits counted for the log."""
         hits = self._class_hits.setdefault(pair.name, [0.0, 0.0, 0])
         hit_rate = (class_logits.detach().argmax(1) == labels).float().mean()
         hits[0 if kind == "real" else 1] += hit_rate  # a tensor: no device sync per step

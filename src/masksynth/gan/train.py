@@ -175,6 +175,8 @@ def _validate(config: GanConfig) -> None:
             "--ac-weight must be >= 0, and > 0 only with --mode conditional and the DCGAN "
             "discriminator (its auxiliary classifier needs classes)"
         )
+    if config.ac_twin and not config.ac_weight:
+        raise MasksynthError("--ac-twin adds a twin to the auxiliary classifier: set --ac-weight")
     if config.dp_epsilon and (
         config.family != "dcgan" or discriminator_kind(config) != "dcgan" or config.loss != "bce"
     ):
@@ -196,7 +198,7 @@ def _private():
 
 def _objective(config: GanConfig, pairs: list[GanPair], n_train: int, state) -> Objective:
     if not config.dp_epsilon:
-        return Objective(config.loss, config.ac_weight)
+        return Objective(config.loss, config.ac_weight, config.ac_twin)
     objective = _private().PrivateObjective(pairs, config, n_train, state and state["dp"])
     shown = objective.record()
     log.info(

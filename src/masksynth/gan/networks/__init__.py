@@ -47,7 +47,8 @@ def build_discriminator(config: GanConfig, n_classes: int) -> nn.Module:
         return projected.Discriminator(config.d_width, classes, config.d_input_size)
     # DP needs per-sample gradients, which BatchNorm's batch statistics would mix up.
     d_norm = "group" if config.dp_epsilon else config.d_norm
-    return Discriminator(config.d_width, classes, d_norm, aux_classifier=config.ac_weight > 0)
+    heads = (1 + config.ac_twin) if config.ac_weight else 0
+    return Discriminator(config.d_width, classes, d_norm, class_heads=heads)
 
 
 def discriminator_kind(config: GanConfig) -> str:

@@ -149,18 +149,20 @@ class Discriminator(nn.Module):
     (GroupNorm with one group: each image on its own too, and as fast as BatchNorm on a
     CPU, where GroupNorm's 32 groups of few channels take 1.7 times BatchNorm's time).
 
-    `aux_classifier`: a class head on the last features averaged over positions (AC-GAN,
-    Odena et al. 2017), returned beside the logit when `forward(..., with_classes=True)`.
+    `class_heads`: linear class heads on the last features averaged over positions, their
+    logits (N, class_heads, n_classes) returned beside the logit by `forward(...,
+    with_classes=True)`: 1 for AC-GAN's auxiliary classifier (Odena et al. 2017), 2 for
+    TAC-GAN's with its twin (Gong et al. 2019).
     """
 
     def __init__(
-        self, width: int = 64, n_classes: int = 0, norm: str = "batch", aux_classifier: bool = False
+        self, width: int = 64, n_classes: int = 0, norm: str = "batch", class_heads: int = 0
     ) -> None:
         super().__init__()
         if norm not in D_NORMS:
             raise ValueError(f"unknown discriminator norm {norm!r}")
-        if aux_classifier and not n_classes:
-            raise ValueError("an auxiliary classifier needs classes")
+        if class_heads and not n_classes:
+            raise ValueError("a class head needs classes")
         w = width
         sn = spectral_norm if norm == "spectral" else (lambda m: m)
         # Opacus' per-sample gradient hooks forbid in-place ops on a hooked layer's output.
@@ -186,13 +188,14 @@ class Discriminator(nn.Module):
         self.head = sn(WholeMapConv(w * 8, 1, 4, 1, 0, bias=False))
         self.embed = sn(nn.Embedding(n_classes, w * 8 * 16)) if n_classes else None
         # created only when asked: a module draws its initial weights from the torch seed
-        self.classify = nn.Linear(w * 8, n_classes) if aux_classifier else None
+        self.class_heads = class_heads
+        self.classify = nn.Linear(w * 8, n_classes * class_heads) if class_heads else None
         _init_dcgan(self)
 
     def forward(
         self, x: torch.Tensor, labels: torch.Tensor | None = None, with_classes: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """The logit per image; with `with_classes`, also the auxiliary class logits."""
+        """The logit per image; with `with_classes`, also the class heads' logits."""
         h = self.features(x)
         logit = self.head(h).flatten()
         if self.embed is not None:
@@ -203,5 +206,5 @@ class Discriminator(nn.Module):
         if not with_classes:
             return logit
         if self.classify is None:
-            raise ValueError("this discriminator has no auxiliary classifier")
-        return logit, self.classify(h.mean(dim=(2, 3)))
+            raise ValueError("this discriminator has no class head")
+        return logit, self.classify(h.mean(dim=(2, 3))).view(len(x), self.class_heads, -1)
