@@ -60,8 +60,8 @@ def experiment_run(tiny_prep, tmp_path_factory):
 def test_results_json_is_complete(experiment_run):
     results = json.loads((experiment_run / "results.json").read_text())
     assert set(results["scenarios"]) == {"real", "real+synthetic", "synthetic-only"}
-    for name, runs in results["scenarios"].items():
-        assert [r["seed"] for r in runs] == ([0] if name == "synthetic-only" else [0, 1])
+    for runs in results["scenarios"].values():
+        assert [r["seed"] for r in runs] == [0, 1]  # quick's control also trains both seeds
         for r in runs:  # paths relative to the run folder, so it can be moved
             assert not Path(r["checkpoint"]).is_absolute()
             assert (experiment_run / r["checkpoint"]).is_file()
@@ -141,6 +141,21 @@ def test_rerun_reuses_every_stage(experiment_run, tiny_prep):
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     results = json.loads((experiment_run / "results.json").read_text())
     assert set(results["stages"].values()) == {"reused"}, results["stages"]
+
+
+def test_fewer_control_seeds_reuse_the_control_and_report_only_those(experiment_run, tiny_prep):
+    from masksynth.config import experiment_config
+    from masksynth.errors import MasksynthError
+
+    result = _run(tiny_prep.parent / "raw", experiment_run, "--control-seeds", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((experiment_run / "results.json").read_text())
+    assert set(results["stages"].values()) == {"reused"}, results["stages"]
+    assert [r["seed"] for r in results["scenarios"]["synthetic-only"]] == [0]
+    assert results["summary"]["synthetic-only"]["balanced_accuracy"]["n"] == 1
+    assert results["summary"]["real"]["balanced_accuracy"]["n"] == 2
+    with pytest.raises(MasksynthError, match="--control-seeds"):
+        experiment_config("quick", control_seeds=0)
 
 
 def test_rerun_with_another_split_recomputes_every_later_stage(experiment_run, tiny_prep):

@@ -651,6 +651,13 @@ def experiment(
         bool | None,
         typer.Option("--control/--no-control", help="Also train on synthetic only, test on real."),
     ] = None,
+    control_seeds: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Seeds of the synthetic-only control, the first of --seeds (default: preset).",
+        ),
+    ] = None,
     tstr_steps: Annotated[
         int | None,
         typer.Option(
@@ -704,6 +711,7 @@ def experiment(
         gan_metrics_samples=gan_metrics_samples,
         group_by=group_by,
         control=control,
+        control_seeds=control_seeds,
         tstr_steps=tstr_steps,
         tstr_per_class=tstr_per_class,
         privacy_filter=privacy_filter,

@@ -114,8 +114,8 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
     }
     for seed in range(config.seeds):
         for scenario in runs:
-            if scenario == "synthetic-only" and seed > 0:
-                continue  # a sanity control: one seed tells whether synthetic faces carry the task
+            if scenario == "synthetic-only" and seed >= config.control_seeds:
+                continue
             runs[scenario].append(
                 timed(
                     f"classifier {scenario}",
