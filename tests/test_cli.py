@@ -72,6 +72,7 @@ TRAIN_GAN_OPTIONS = {
     "g_width": ("8", "g_width", 8),
     "d_width": ("8", "d_width", 8),
     "g_class_norm": (None, "g_class_norm", True),
+    "g_low_pass": (None, "g_low_pass", True),
     "device": ("cpu", "device", "cpu"),
     "precision": ("fp32", "precision", "fp32"),
     "deterministic": (None, "deterministic", True),

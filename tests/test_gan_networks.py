@@ -5,6 +5,7 @@ from torch import nn
 from masksynth.gan.diffaugment import color, cutout, diff_augment, translation
 from masksynth.gan.networks import Discriminator, Generator
 from masksynth.gan.networks.dcgan import LatentProjection, WholeMapConv
+from masksynth.gan.networks.lowpass import OutputLowPass
 
 
 def _layer_types(module: nn.Module) -> list[str]:
@@ -208,3 +209,49 @@ def test_the_class_heads_give_class_logits_only_where_built():
         plain(x, labels, with_classes=True)
     with pytest.raises(ValueError, match="needs classes"):
         Discriminator(width=8, class_heads=1)
+
+
+def test_the_output_low_pass_removes_the_checkerboard_and_keeps_flat_and_smooth_images():
+    low_pass = OutputLowPass(3)
+    rows, cols = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    checkerboard = ((-1.0) ** (rows + cols)).expand(2, 3, 64, 64)
+    assert low_pass(checkerboard).abs().max() < 1e-6  # borders too: reflect padding
+    flat = torch.full((2, 3, 64, 64), 0.3)
+    assert torch.allclose(low_pass(flat), flat)
+    ramp = (cols / 63.0).expand(2, 3, 64, 64)  # linear: unchanged away from the borders
+    assert torch.allclose(low_pass(ramp)[..., 1:-1, 1:-1], ramp[..., 1:-1, 1:-1], atol=1e-6)
+    channels = torch.randn(1, 3, 64, 64)
+    separately = torch.cat(
+        [low_pass(channels[:, [c]].expand(1, 3, 64, 64))[:, :1] for c in range(3)], 1
+    )
+    assert torch.allclose(low_pass(channels), separately, atol=1e-6)  # each channel on its own
+    assert not list(low_pass.parameters()) and not low_pass.state_dict()
+
+
+@pytest.mark.parametrize("family", ["dcgan", "fastgan"])
+def test_a_low_pass_generator_filters_the_last_map_with_the_same_weights(family):
+    """The filter adds no weight and draws no number: the same seed builds the same weights,
+    and the filtered G's image is tanh(low-pass(the plain G's last map))."""
+    from masksynth.config import gan_config
+    from masksynth.gan.networks import build_generator
+
+    nets = []
+    for low_pass in (False, True):
+        torch.manual_seed(0)
+        config = gan_config("quick", family=family, g_width=8, g_low_pass=low_pass)
+        nets.append(build_generator(config, 2))  # train mode: BatchNorm gives the maps scale
+    plain, filtered = nets
+    assert plain.state_dict().keys() == filtered.state_dict().keys()
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(plain.state_dict().values(), filtered.state_dict().values(), strict=True)
+    )
+    last_conv = [m for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))][-1]
+    maps = []
+    last_conv.register_forward_hook(lambda module, args, out: maps.append(out))
+    z, labels = torch.randn(4, 128, 1, 1), torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        plain(z, labels)
+        expected = torch.tanh(OutputLowPass(3)(maps[0]))
+        assert torch.allclose(filtered(z, labels), expected, atol=1e-6)
+        assert not torch.allclose(plain(z, labels), expected, atol=1e-3)

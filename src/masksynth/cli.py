@@ -237,6 +237,14 @@ def train_gan(
     d_width: Annotated[
         int | None, typer.Option(help="D width (channels of its first layer).")
     ] = None,
+    g_low_pass: Annotated[
+        bool | None,
+        typer.Option(
+            "--g-low-pass/--no-g-low-pass",
+            help="A fixed binomial low-pass filter on G's output, against the transposed "
+            "convolutions' checkerboard.",
+        ),
+    ] = None,
     g_class_norm: Annotated[
         bool | None,
         typer.Option(
@@ -313,6 +321,7 @@ def train_gan(
         g_width=g_width,
         d_width=d_width,
         g_class_norm=g_class_norm,
+        g_low_pass=g_low_pass,
         device=device,
         precision=precision,
         deterministic=deterministic,

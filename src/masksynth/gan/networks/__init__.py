@@ -38,7 +38,7 @@ def build_generator(config: GanConfig, n_classes: int) -> nn.Module:
     classes = n_classes if config.mode == "conditional" else 0
     class_norm = config.g_class_norm and bool(classes)  # a per-class pair has one class
     family = fastgan.Generator if config.family == "fastgan" else Generator
-    return family(config.z_dim, config.g_width, classes, class_norm)
+    return family(config.z_dim, config.g_width, classes, class_norm, config.g_low_pass)
 
 
 def build_discriminator(config: GanConfig, n_classes: int) -> nn.Module:

@@ -5,7 +5,8 @@ after the middle layers; it returns logits (the paper's sigmoid lives in the los
 BCE-with-logits: the same model with stable numerics). The conditional pair uses a class
 embedding concatenated to z in G and a projection discriminator (Miyato & Koyama 2018);
 with `class_norm`, G's BatchNorm layers also scale and shift by class (conditional
-BatchNorm), so the class steers every layer, not only the first.
+BatchNorm), so the class steers every layer, not only the first. With `output_low_pass`,
+G's last up-step is filtered against its checkerboard (lowpass.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
+
+from masksynth.gan.networks.lowpass import OutputLowPass
 
 Z_DIM = 128
 IMAGE_SIZE = 64
@@ -99,7 +102,12 @@ class Generator(nn.Module):
     """z (N, 128, 1, 1) [+ class] -> image (N, 3, 64, 64) in [-1, 1]."""
 
     def __init__(
-        self, z_dim: int = Z_DIM, width: int = 64, n_classes: int = 0, class_norm: bool = False
+        self,
+        z_dim: int = Z_DIM,
+        width: int = 64,
+        n_classes: int = 0,
+        class_norm: bool = False,
+        output_low_pass: bool = False,
     ) -> None:
         super().__init__()
         if class_norm and not n_classes:
@@ -108,6 +116,7 @@ class Generator(nn.Module):
         self.embed = nn.Embedding(n_classes, z_dim) if n_classes else None
         in_ch = z_dim * 2 if n_classes else z_dim
         w = width
+        low_pass = [OutputLowPass(3)] if output_low_pass else []
 
         def norm(channels: int) -> nn.Module:
             return batch_norm(channels, n_classes, class_norm)
@@ -126,6 +135,7 @@ class Generator(nn.Module):
             norm(w),
             nn.ReLU(True),
             nn.ConvTranspose2d(w, 3, 4, 2, 1, bias=False),  # 64x64
+            *low_pass,
             nn.Tanh(),
         )
         _init_dcgan(self)

@@ -21,6 +21,7 @@ from masksynth.gan.networks.dcgan import (
     batch_norm,
     through,
 )
+from masksynth.gan.networks.lowpass import OutputLowPass
 
 
 def _up(cin: int, cout: int, n_classes: int, class_norm: bool) -> nn.Sequential:
@@ -51,7 +52,12 @@ class SkipExcitation(nn.Module):
 
 class Generator(nn.Module):
     def __init__(
-        self, z_dim: int = Z_DIM, width: int = 32, n_classes: int = 0, class_norm: bool = False
+        self,
+        z_dim: int = Z_DIM,
+        width: int = 32,
+        n_classes: int = 0,
+        class_norm: bool = False,
+        output_low_pass: bool = False,
     ) -> None:
         super().__init__()
         if class_norm and not n_classes:
@@ -68,7 +74,8 @@ class Generator(nn.Module):
         self.up8, self.up16 = (_up(c, c // 2, n_classes, class_norm) for c in (w * 16, w * 8))
         self.up32, self.up64 = (_up(c, c // 2, n_classes, class_norm) for c in (w * 4, w * 2))
         self.sle32, self.sle64 = SkipExcitation(w * 16, w * 2), SkipExcitation(w * 8, w)
-        self.to_rgb = nn.Sequential(nn.Conv2d(w, 3, 3, 1, 1), nn.Tanh())
+        low_pass = [OutputLowPass(3)] if output_low_pass else []
+        self.to_rgb = nn.Sequential(nn.Conv2d(w, 3, 3, 1, 1), *low_pass, nn.Tanh())
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
                 nn.init.normal_(m.weight, 0.0, 0.02)
