@@ -28,7 +28,14 @@ from masksynth.gan.loop import Trainer
 from masksynth.gan.loss import Objective
 from masksynth.gan.pair import build_pairs
 
-FASTGAN = {"family": "fastgan", "loss": "hinge", "g_class_norm": False}
+# the projected discriminator has no class heads (quick's DCGAN has)
+FASTGAN = {
+    "family": "fastgan",
+    "loss": "hinge",
+    "g_class_norm": False,
+    "ac_weight": 0.0,
+    "ac_twin": False,
+}
 VARIANTS = {  # name: overrides of the quick preset
     "dcgan": {"g_class_norm": False},
     "dcgan_class_norm": {"g_class_norm": True},
@@ -46,7 +53,14 @@ def steps_per_second(prep_dir: Path, overrides: dict, steps: int, device: torch.
     torch.manual_seed(0)
     pairs = build_pairs(config, data.class_names, data.labels, device)
     trainer = Trainer(
-        config, pairs, Objective(config.loss), data, device, precision, Path("."), Ranks()
+        config,
+        pairs,
+        Objective(config.loss, config.ac_weight, config.ac_twin),
+        data,
+        device,
+        precision,
+        Path("."),
+        Ranks(),
     )
     return steps / gan_step_seconds(trainer, len(data.images), config.batch_size, steps, 2)
 

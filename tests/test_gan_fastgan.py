@@ -21,6 +21,9 @@ TINY = dict(
     lr_d=2e-4,
     g_width=4,
     d_width=8,
+    # the projected discriminator has no class heads (quick's DCGAN has)
+    ac_weight=0.0,
+    ac_twin=False,
 )
 
 
