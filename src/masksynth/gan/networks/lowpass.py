@@ -30,5 +30,8 @@ class OutputLowPass(nn.Module):
         self.register_buffer("kernel", kernel.expand(channels, 1, 3, 3).clone(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded = functional.pad(x, (1, 1, 1, 1), mode="reflect")
-        return functional.conv2d(padded, self.kernel.to(x.dtype), groups=self.kernel.shape[0])
+        # reflect padding by one pixel, from slices: ReflectionPad2d's CUDA backward is
+        # nondeterministic, and refused under --deterministic
+        x = torch.cat([x[..., 1:2], x, x[..., -2:-1]], dim=-1)
+        x = torch.cat([x[..., 1:2, :], x, x[..., -2:-1, :]], dim=-2)
+        return functional.conv2d(x, self.kernel.to(x.dtype), groups=self.kernel.shape[0])
