@@ -120,7 +120,7 @@ class Monitor:
                 log.warning(
                     "%s: the discriminator has won outright for %d steps "
                     "(D(x) %.3f, D(G(z)) %.3f): G gets no signal. Try DiffAugment "
-                    "(--preset best), a lower --lr-d or more data.",
+                    "(--preset quick or best), a lower --lr-d or more data.",
                     name,
                     self.d_wins_steps[name],
                     means["d_real"],

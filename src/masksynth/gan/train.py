@@ -173,8 +173,8 @@ def _validate(config: GanConfig) -> None:
     ):
         raise MasksynthError(
             "--ac-weight must be >= 0, and > 0 only with --mode conditional and the DCGAN "
-            "discriminator (its auxiliary classifier needs classes; the quick preset sets "
-            "it: add --ac-weight 0 --no-ac-twin)"
+            "discriminator (its auxiliary classifier needs classes; the quick and best presets "
+            "set it: add --ac-weight 0 --no-ac-twin)"
         )
     if config.ac_twin and not config.ac_weight:
         raise MasksynthError("--ac-twin adds a twin to the auxiliary classifier: set --ac-weight")
