@@ -28,6 +28,7 @@ from masksynth.gan.loop import Trainer
 from masksynth.gan.loss import Objective
 from masksynth.gan.pair import build_pairs
 
+PLAIN_ADAM = "dcgan_plain_adam"
 # the projected discriminator has no class heads (quick's DCGAN has)
 FASTGAN = {
     "family": "fastgan",
@@ -43,15 +44,24 @@ VARIANTS = {  # name: overrides of the quick preset
     "fastgan_d128": {**FASTGAN, "d_input_size": 128},
     # the FastGAN generator at a quarter of quick's width against the DCGAN discriminator
     "fastgan_g8_dcgan_d": {"family": "fastgan", "discriminator": "dcgan", "g_width": 8},
+    # quick's DCGAN with torch's default Adam (one weight at a time on the CPU), not the
+    # fused kernel build_pairs takes
+    PLAIN_ADAM: {},
 }
 
 
-def steps_per_second(prep_dir: Path, overrides: dict, steps: int, device: torch.device) -> float:
+def steps_per_second(
+    prep_dir: Path, overrides: dict, steps: int, device: torch.device, plain_adam: bool = False
+) -> float:
     data = load_split(prep_dir, "train", 64)
     config = gan_config("quick", device=str(device), final_metrics=False, **overrides)
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(0)
     pairs = build_pairs(config, data.class_names, data.labels, device)
+    if plain_adam:
+        for pair in pairs:
+            pair.opt_g = torch.optim.Adam(pair.G.parameters(), config.lr_g, config.betas)
+            pair.opt_d = torch.optim.Adam(pair.D.parameters(), config.lr_d, config.betas)
     trainer = Trainer(
         config,
         pairs,
@@ -83,7 +93,11 @@ def main() -> None:
         baseline.append(steps_per_second(args.prep, VARIANTS["dcgan"], args.steps, device))
         for name in args.only:
             if name != "dcgan":
-                runs[name].append(steps_per_second(args.prep, VARIANTS[name], args.steps, device))
+                runs[name].append(
+                    steps_per_second(
+                        args.prep, VARIANTS[name], args.steps, device, name == PLAIN_ADAM
+                    )
+                )
     for name in args.only:
         record = result(
             f"gan_family_{name}_{device.type}",

@@ -15,6 +15,8 @@ from masksynth.config import GanConfig
 from masksynth.errors import MasksynthError
 from masksynth.gan.networks import Discriminator, Generator, build_discriminator, build_generator
 
+FUSED_ADAM = ("cpu", "cuda")  # the devices torch's fused Adam kernel runs on
+
 
 @dataclass
 class GanPair:
@@ -54,11 +56,17 @@ def build_pairs(
         G = build_generator(config, len(classes)).to(device, memory_format=torch.channels_last)
         D = build_discriminator(config, len(classes)).to(device, memory_format=torch.channels_last)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False) if config.ema_decay else None
-        opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=tuple(config.betas))
-        opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=tuple(config.betas))
+        opt_g = _adam(G.parameters(), config.lr_g, config.betas, device)
+        opt_d = _adam(D.parameters(), config.lr_d, config.betas, device)
         indices = indices.to(device)
         pairs.append(GanPair(name, class_index, indices, G, D, G_ema, opt_g, opt_d, G, D))
     return pairs
+
+
+def _adam(params, lr: float, betas, device: torch.device) -> torch.optim.Adam:
+    """Adam with its fused kernel where torch has one: the same update up to float rounding,
+    5 % off quick's training step on a 2-core CPU (README)."""
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=device.type in FUSED_ADAM)
 
 
 def pair_for(pairs: list[GanPair], class_index: int) -> GanPair:
