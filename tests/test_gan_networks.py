@@ -2,10 +2,12 @@ import pytest
 import torch
 from torch import nn
 
+from masksynth.config import gan_config
 from masksynth.gan.diffaugment import color, cutout, diff_augment, translation
 from masksynth.gan.networks import Discriminator, Generator
 from masksynth.gan.networks.dcgan import LatentProjection, WholeMapConv
 from masksynth.gan.networks.lowpass import OutputLowPass
+from masksynth.gan.pair import build_pairs
 
 
 def _layer_types(module: nn.Module) -> list[str]:
@@ -259,9 +261,6 @@ def test_a_low_pass_generator_filters_the_last_map_with_the_same_weights(family)
 
 def test_the_pairs_step_with_fused_adam_as_plain_adam_would():
     """build_pairs takes the fused kernel on the CPU: the same update up to rounding."""
-    from masksynth.config import gan_config
-    from masksynth.gan.pair import build_pairs
-
     torch.manual_seed(0)
     config = gan_config("quick")
     pair = build_pairs(config, ["a", "b"], torch.tensor([0, 1]), torch.device("cpu"))[0]
