@@ -65,7 +65,7 @@ def build_pairs(
 
 def _adam(params, lr: float, betas, device: torch.device) -> torch.optim.Adam:
     """Adam with its fused kernel where torch has one: the same update up to float rounding,
-    5 % off quick's training step on a 2-core CPU (README)."""
+    2 to 5 % off quick's training step on a 2-core CPU (README, benchmarks/gan_family_speed.py)."""
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=device.type in FUSED_ADAM)
 
 
