@@ -239,6 +239,30 @@ def test_a_reused_gan_is_measured_on_the_fakes_asked_for(tiny_prep, tmp_path):
     assert json.loads((gan_dir / "gan.json").read_text())["metrics"] == trained["metrics"]
 
 
+def test_a_reused_gan_is_measured_through_the_presets_class_selection(tiny_prep, tmp_path):
+    """A GAN trained with another class selection (a run setting: the recipe is the same) is
+    reused, but its test metrics are measured again through the preset's selection."""
+    import dataclasses
+
+    from masksynth.config import experiment_config
+    from masksynth.data.cache import read_prepared
+    from masksynth.experiment import _gan_config, _train_or_resume_gan
+    from masksynth.stages import gan_test_metrics, train_gan
+
+    gan_dir = tmp_path / "gan"
+    config = experiment_config("quick", gan_epochs=1, gan_metrics_samples=4, device="cpu")
+    preset = _gan_config(config)
+    assert preset.class_keep < 1
+    every = train_gan(tiny_prep, gan_dir, dataclasses.replace(preset, class_keep=1.0))
+    fingerprint = read_prepared(tiny_prep)["fingerprint"]
+    reused = _train_or_resume_gan(tiny_prep, gan_dir, fingerprint, config)
+    assert reused["reused"] and reused["measured_again"]
+    assert reused["metrics_class_keep"] == preset.class_keep
+    assert reused["metrics"] == gan_test_metrics(tiny_prep, gan_dir, 4, "cpu", preset.class_keep)
+    assert every["metrics"] == gan_test_metrics(tiny_prep, gan_dir, 4, "cpu", 1.0)
+    assert not _train_or_resume_gan(tiny_prep, gan_dir, fingerprint, config).get("measured_again")
+
+
 def test_a_gan_budget_in_minutes_is_reused_resumed_or_trained_anew_as_asked(tiny_prep, tmp_path):
     """--gan-minutes is the GAN's budget (--gan-epochs caps it). The same budget reuses the
     run; a budget smaller than what the run has already trained trains anew (a resume would

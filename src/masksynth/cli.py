@@ -42,6 +42,10 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 log = logging.getLogger("masksynth")
+CLASS_KEEP_HELP = (
+    "Keep this share of candidate fakes: those D's class head is surest show their class "
+    "(default: the run's --class-keep; 1: every fake)."
+)
 INTERRUPTED = 130  # the shell convention for Ctrl-C
 
 
@@ -213,6 +217,13 @@ def train_gan(
         float | None,
         typer.Option(help="EMA warm-up: decay min(ema-decay, (1+s)/(ramp+s)) after s steps."),
     ] = None,
+    class_keep: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of candidate fakes that sample and the quality metrics keep: those D's "
+            "class head is surest show their class (needs --ac-weight; 1: every fake)."
+        ),
+    ] = None,
     d_norm: Annotated[
         str | None, typer.Option(help="D normalisation: batch | spectral | group | layer.")
     ] = None,
@@ -315,6 +326,7 @@ def train_gan(
         xflip=xflip,
         ema_decay=ema_decay,
         ema_ramp=ema_ramp,
+        class_keep=class_keep,
         d_norm=d_norm,
         ac_weight=ac_weight,
         ac_twin=ac_twin,
@@ -372,12 +384,21 @@ def sample(
     matchers: Annotated[
         str, typer.Option(help="Face matchers of the privacy filter: sface, dlib.")
     ] = ",".join(AuditConfig.matchers),
+    class_keep: Annotated[float | None, typer.Option(help=CLASS_KEEP_HELP)] = None,
 ) -> None:
     """Generate synthetic faces as PNGs per class, with a manifest to regenerate any image."""
     from masksynth.stages import sample as run  # start-up cost
 
     meta = run(
-        run_dir, out, n_per_class, seed, device, privacy_filter, prep, matchers=_names(matchers)
+        run_dir,
+        out,
+        n_per_class,
+        seed,
+        device,
+        privacy_filter,
+        prep,
+        matchers=_names(matchers),
+        class_keep=class_keep,
     )
     log.info("%d images per class in %s", meta["n_per_class"], out)
 
@@ -466,11 +487,14 @@ def gan_metrics(
         int | None,
         typer.Option(help="A run folder's fakes per class (default: its --metrics-samples)."),
     ] = None,
+    class_keep: Annotated[
+        float | None, typer.Option(help="A run folder's fakes: " + CLASS_KEEP_HELP)
+    ] = None,
 ) -> None:
     """KID, FID and precision/recall/density/coverage per class, offline Inception features."""
     from masksynth.stages import quality_metrics  # start-up cost
 
-    result = quality_metrics(source, real, split, device, reference, fakes)
+    result = quality_metrics(source, real, split, device, reference, fakes, class_keep)
     if json_out is not None:
         write_json(json_out, result)
     typer.echo(json.dumps(result, indent=2))

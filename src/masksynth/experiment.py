@@ -90,6 +90,8 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
             privacy_filter=config.privacy_filter,
             prep_dir=prep_dir,
             matchers=config.matchers,
+            # the preset's selection, also for a GAN reused from before it had one
+            class_keep=_gan_config(config).class_keep,
         )
 
     synth_dir = run_dir / "synthetic"
@@ -154,9 +156,12 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
             "epochs": gan.get("epochs_done"),
             "train_seconds": gan.get("train_seconds"),
             "metrics": gan.get("metrics"),
+            # the share of fakes those metrics and the samples keep (gan.select)
+            "class_keep": gan.get("metrics_class_keep", gan.get("config", {}).get("class_keep")),
         },
         "synthetic_dir": "synthetic",
         "sample_id": synthetic["sample_id"],
+        "class_selection": synthetic.get("class_selection"),
         "privacy_filter": synthetic.get("privacy_filter"),
         "control_synthetic": {
             "dir": str(control_dir.relative_to(run_dir)),
@@ -325,18 +330,27 @@ def _measured_as_asked(summary: dict, prep_dir: Path, gan_dir: Path, gan_cfg: Ga
     """A reused GAN's test metrics, measured again when they came from another number of
     fakes per class than asked now (or were never measured): no retraining for that."""
     counts = {scores.get("n_fake") for scores in (summary.get("metrics") or {}).values()}
-    if not gan_cfg.final_metrics or counts == {gan_cfg.metrics_samples}:
+    # the class selection they were measured through: the run's own unless measured again
+    kept = summary.get("metrics_class_keep", summary.get("config", {}).get("class_keep", 1.0))
+    if not gan_cfg.final_metrics or (
+        counts == {gan_cfg.metrics_samples} and kept == gan_cfg.class_keep
+    ):
         return summary
     recorded = "/".join(str(c) for c in sorted(c for c in counts if c is not None)) or "no"
     log.info(
-        "%s: its test metrics are from %s fakes per class; measuring them on %d",
+        "%s: its test metrics are from %s fakes per class, class keep %g; measuring them on "
+        "%d, class keep %g",
         gan_dir,
         recorded,
+        kept,
         gan_cfg.metrics_samples,
+        gan_cfg.class_keep,
     )
-    metrics = gan_test_metrics(prep_dir, gan_dir, gan_cfg.metrics_samples, gan_cfg.device)
+    metrics = gan_test_metrics(
+        prep_dir, gan_dir, gan_cfg.metrics_samples, gan_cfg.device, gan_cfg.class_keep
+    )
     write_json(gan_dir / "metrics.json", metrics)
-    summary = {**summary, "metrics": metrics}
+    summary = {**summary, "metrics": metrics, "metrics_class_keep": gan_cfg.class_keep}
     write_json(gan_dir / "gan.json", summary)
     return {**summary, "measured_again": True}
 

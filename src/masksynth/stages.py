@@ -34,11 +34,14 @@ def train_gan(
     return training.train_gan(prep_dir, run_dir, config, resume, quality=quality)
 
 
-def gan_test_metrics(prep_dir: str | Path, run_dir: str | Path, n: int, device: str) -> dict:
+def gan_test_metrics(
+    prep_dir: str | Path, run_dir: str | Path, n: int, device: str, class_keep: float | None = None
+) -> dict:
     """A trained run's final quality metrics (`train_gan`'s, on the test split) measured
-    again from its checkpoint, on n fakes per class."""
+    again from its checkpoint, on n fakes per class (through the class selection
+    `class_keep`, default the run's)."""
     torch_device = pick_device(device)
-    _, sample_class = evaluation_sampler(run_dir, torch_device)
+    _, sample_class = evaluation_sampler(run_dir, torch_device, class_keep)
     return generator_quality(Path(prep_dir), TEST, n, sample_class, torch_device)
 
 
@@ -49,16 +52,20 @@ def quality_metrics(
     device: str = "auto",
     reference: str | None = None,
     n: int | None = None,
+    class_keep: float | None = None,
 ) -> dict:
     """`gan-metrics`: the scores of a synthetic ImageFolder, or of a `train-gan` run's
     generator on its evaluation latents (n per class; default: the run's metrics_samples),
     the fakes its training's own quality metrics were computed on."""
     torch_device = pick_device(device)
     if not checkpoint_path(Path(source)).is_file():
-        if n is not None:
-            raise MasksynthError(f"{source}: --fakes needs a train-gan run folder, not images")
+        given = [o for o, v in (("--fakes", n), ("--class-keep", class_keep)) if v is not None]
+        if given:
+            raise MasksynthError(
+                f"{source}: {' and '.join(given)} needs a train-gan run folder, not images"
+            )
         return gan_metrics(source, prep_dir, split, torch_device, reference)
-    state, sample_class = evaluation_sampler(source, torch_device)  # the one checkpoint read
+    state, sample_class = evaluation_sampler(source, torch_device, class_keep)
     prepared = read_prepared(prep_dir)
     classes, real_classes = list(state["classes"]), list(prepared["classes"])
     if classes != real_classes:
@@ -78,9 +85,11 @@ def quality_metrics(
             prep_dir,
             split,
         )
+    keep = GanConfig.from_dict(state["config"]).class_keep if class_keep is None else class_keep
+    kept = "" if keep >= 1 else f", the {keep:g} of candidates D's class head is surest of"
     return {
         **fakes_metrics(
-            f"{source} (its generator, {n} fakes per class on the evaluation latents)",
+            f"{source} (its generator, {n} fakes per class on the evaluation latents{kept})",
             lambda k: sample_class(k, n),
             prep_dir,
             split,
@@ -88,6 +97,7 @@ def quality_metrics(
             reference,
         ),
         "n_per_class": n,
+        "class_keep": keep,
         "gan_trained_on_this_prepared_folder": same_split,
     }
 
@@ -102,9 +112,13 @@ def sample(
     prep_dir: str | Path | None = None,
     max_candidates: int = 10,
     matchers: tuple[str, ...] | None = None,
+    class_keep: float | None = None,
 ) -> dict:
     """`gan.sample.sample`; with `privacy_filter`, through the release filter calibrated on
     the GAN's prepared folder (`prep_dir`, default: the one its gan.json names) with the
-    face `matchers` (default: the audit's)."""
+    face `matchers` (default: the audit's), after the class selection `class_keep` (default:
+    the run's)."""
     screen = release_screen(run_dir, prep_dir, max_candidates, matchers) if privacy_filter else None
-    return sampling.sample(run_dir, out_dir, n_per_class, seed, device, screen, max_candidates)
+    return sampling.sample(
+        run_dir, out_dir, n_per_class, seed, device, screen, max_candidates, class_keep
+    )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
+from masksynth.errors import MasksynthError
 from masksynth.seeds import LATENTS, derive_seed
 
 EVALUATION_SEED = 10_007  # the latents quality is measured on, apart from any `sample` seed
+MAX_EVALUATION_TRIES = 50  # blocks of evaluation latents a class selection may go through
 
 
 def latents(seed: int, class_index: int, count: int, z_dim: int) -> torch.Tensor:
@@ -47,8 +51,40 @@ def evaluation_images(
     z_dim: int,
     conditional: bool,
     device: torch.device,
+    kept: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """n images of a class on the evaluation latents: what a run's quality is measured on,
-    during training and when a finished run is measured again."""
-    labels = torch.full((n,), class_index) if conditional else None
-    return generate(generator, latents(EVALUATION_SEED, class_index, n, z_dim), labels, device)
+    during training and when a finished run is measured again. With `kept` (a verdict per
+    image, e.g. gan.select's), the first n kept images of those latents: what `sample` hands
+    out."""
+    if kept is None:
+        return generate(
+            generator,
+            _block(class_index, 0, n, z_dim),
+            _labels(n, class_index, conditional),
+            device,
+        )
+    found, tried, block = [], 0, max(n, 256)
+    while sum(len(f) for f in found) < n:
+        if tried >= MAX_EVALUATION_TRIES * block:
+            raise MasksynthError(
+                f"the class selection kept fewer than {n} of {tried} fakes of class {class_index}"
+            )
+        images = generate(
+            generator,
+            _block(class_index, tried, block, z_dim),
+            _labels(block, class_index, conditional),
+            device,
+        )
+        found.append(images[kept(images, class_index)])
+        tried += block
+    return torch.cat(found)[:n]
+
+
+def _block(class_index: int, start: int, count: int, z_dim: int) -> torch.Tensor:
+    """Rows start .. start + count of the class's evaluation latents."""
+    return latents(EVALUATION_SEED, class_index, start + count, z_dim)[start:]
+
+
+def _labels(n: int, class_index: int, conditional: bool) -> torch.Tensor | None:
+    return torch.full((n,), class_index) if conditional else None

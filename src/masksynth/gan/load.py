@@ -12,9 +12,11 @@ from pathlib import Path
 import torch
 
 from masksynth.config import GanConfig
+from masksynth.errors import MasksynthError
 from masksynth.gan.checkpoint import checkpoint_path, load_checkpoint
 from masksynth.gan.generate import evaluation_images
 from masksynth.gan.networks import Discriminator, Generator, build_discriminator, build_generator
+from masksynth.gan.select import ClassSelection, class_selection
 from masksynth.torchio import load_weights
 
 
@@ -61,19 +63,48 @@ def load_discriminators(
 
 
 def evaluation_sampler(
-    run_dir: str | Path, device: torch.device
+    run_dir: str | Path, device: torch.device, class_keep: float | None = None
 ) -> tuple[dict, Callable[[int, int], torch.Tensor]]:
     """The checkpoint state and `sample(class index, n)`: n uint8 images of a class on the
-    evaluation latents, from the generator the run samples with: what its training's
-    quality metrics were computed on."""
+    evaluation latents, from the generator the run samples with and through its class
+    selection (`class_keep`, default the run's): what its training's quality metrics were
+    computed on, and what `sample` hands out."""
     state, generators = load_generators(run_dir, device)
+    selection = load_selection(run_dir, state, generators, device, class_keep)
     z_dim = GanConfig.from_dict(state["config"]).z_dim
+    kept = None if selection is None else selection.kept
 
     def sample(class_index: int, n: int) -> torch.Tensor:
         G, conditional, _ = generators[class_index]
-        return evaluation_images(G, class_index, n, z_dim, conditional, device)
+        return evaluation_images(G, class_index, n, z_dim, conditional, device, kept)
 
     return state, sample
+
+
+def load_selection(
+    run_dir: str | Path,
+    state: dict,
+    generators: dict[int, tuple[Generator, bool, str]],
+    device: torch.device,
+    class_keep: float | None = None,
+) -> ClassSelection | None:
+    """The run's class selection (gan.select) with `class_keep` (default: the run's config's),
+    calibrated on its generators; None when it keeps every fake."""
+    config = GanConfig.from_dict(state["config"])
+    keep = config.class_keep if class_keep is None else class_keep
+    if not 0 < keep <= 1:
+        raise MasksynthError(f"--class-keep must be in (0, 1], not {keep}")
+    if keep < 1 and not config.ac_weight:
+        raise MasksynthError(
+            f"{run_dir}: --class-keep needs a discriminator with a class head (--ac-weight)"
+        )
+    if keep >= 1:
+        return None
+    _, discriminators = load_discriminators(run_dir, device)
+    pairs = {
+        k: (G, discriminators[k][0], conditional) for k, (G, conditional, _) in generators.items()
+    }
+    return class_selection(pairs, keep, config.z_dim, device)
 
 
 def _served(state: dict, class_index: int | None) -> list[int]:

@@ -23,6 +23,7 @@ from masksynth.gan.ema import ema_update, refresh_batchnorm
 from masksynth.gan.generate import evaluation_images
 from masksynth.gan.monitor import Monitor
 from masksynth.gan.pair import GanPair, pair_for
+from masksynth.gan.select import class_selection
 from masksynth.interrupts import DeferredInterrupt, ImmediateInterrupt
 from masksynth.progress import progress
 from masksynth.seeds import BATCHNORM, GAN_ORDER, derive_seed
@@ -207,11 +208,20 @@ class Trainer:
             self.monitor.add(pair, loss_d, loss_g, d_real, d_fake)
 
     def sample(self, class_index: int, n: int) -> torch.Tensor:
-        """n images of a class from fixed evaluation latents (apart from `sample`'s)."""
+        """n images of a class from fixed evaluation latents (apart from `sample`'s), through
+        the run's class selection."""
         pair = pair_for(self.pairs, class_index)
-        conditional = pair.class_index is None
+        conditional, z_dim = pair.class_index is None, self.config.z_dim
+        # the fakes `sample` would hand out: through the class selection, set on today's D
+        selection = class_selection(
+            {class_index: (pair.sampler, pair.D, conditional)},
+            self.config.class_keep,
+            z_dim,
+            self.device,
+        )
+        kept = None if selection is None else selection.kept
         return evaluation_images(
-            pair.sampler, class_index, n, self.config.z_dim, conditional, self.device
+            pair.sampler, class_index, n, z_dim, conditional, self.device, kept
         )
 
     def _end_of_epoch(self) -> None:

