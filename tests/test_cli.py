@@ -69,6 +69,7 @@ TRAIN_GAN_OPTIONS = {
     "d_norm": ("spectral", "d_norm", "spectral"),
     "ac_weight": ("0.5", "ac_weight", 0.5),
     "ac_twin": (None, "ac_twin", True),
+    "class_keep": ("0.6", "class_keep", 0.6),
     "g_width": ("8", "g_width", 8),
     "d_width": ("8", "d_width", 8),
     "g_class_norm": (None, "g_class_norm", True),

@@ -21,9 +21,11 @@ TINY = dict(
     lr_d=2e-4,
     g_width=4,
     d_width=8,
-    # the projected discriminator has no class heads (quick's DCGAN has)
+    # the projected discriminator has no class heads (quick's DCGAN has), nor so a class
+    # selection of its fakes
     ac_weight=0.0,
     ac_twin=False,
+    class_keep=1.0,
 )
 
 

@@ -53,7 +53,7 @@ def check(config: GanConfig) -> None:
     if config.ac_weight:
         raise MasksynthError(
             "--dp-epsilon cannot be combined with --ac-weight (the private D's step has no "
-            "auxiliary classifier loss); set --ac-weight 0 --no-ac-twin"
+            "auxiliary classifier loss); set --ac-weight 0 --no-ac-twin --class-keep 1"
         )
     if not 0 <= config.dp_delta < 1:
         raise MasksynthError("--dp-delta must be in [0, 1) (0 = 1 / (10 x training images))")
