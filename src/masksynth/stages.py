@@ -18,7 +18,7 @@ from masksynth.errors import MasksynthError
 from masksynth.gan import sample as sampling
 from masksynth.gan import train as training
 from masksynth.gan.checkpoint import checkpoint_path
-from masksynth.gan.load import evaluation_sampler
+from masksynth.gan.load import evaluation_sampler, share_kept
 from masksynth.metrics.gan_quality import fakes_metrics, gan_metrics, generator_quality
 from masksynth.privacy.release_filter import release_screen
 
@@ -85,7 +85,7 @@ def quality_metrics(
             prep_dir,
             split,
         )
-    keep = GanConfig.from_dict(state["config"]).class_keep if class_keep is None else class_keep
+    keep = share_kept(state, class_keep)
     kept = "" if keep >= 1 else f", the {keep:g} of candidates D's class head is surest of"
     return {
         **fakes_metrics(

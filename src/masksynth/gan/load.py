@@ -44,11 +44,12 @@ def load_generators(
 
 
 def load_discriminators(
-    run_dir: str | Path, device: torch.device | str = "cpu"
+    run_dir: str | Path, device: torch.device | str = "cpu", state: dict | None = None
 ) -> tuple[GanConfig, dict[int, tuple[Discriminator, bool]]]:
-    """The run's config and, per class index, (trained D, conditional?)."""
+    """The run's config and, per class index, (trained D, conditional?); `state`: its
+    checkpoint already read (e.g. by load_generators), so it is not read again."""
     path = checkpoint_path(Path(run_dir))
-    state = load_checkpoint(path)
+    state = load_checkpoint(path) if state is None else state
     config = GanConfig.from_dict(state["config"])
     discriminators = {}
     for name, class_index in state["unit_classes"].items():
@@ -91,7 +92,7 @@ def load_selection(
     """The run's class selection (gan.select) with `class_keep` (default: the run's config's),
     calibrated on its generators; None when it keeps every fake."""
     config = GanConfig.from_dict(state["config"])
-    keep = config.class_keep if class_keep is None else class_keep
+    keep = share_kept(state, class_keep)
     if not 0 < keep <= 1:
         raise MasksynthError(f"--class-keep must be in (0, 1], not {keep}")
     if keep < 1 and not config.ac_weight:
@@ -100,11 +101,16 @@ def load_selection(
         )
     if keep >= 1:
         return None
-    _, discriminators = load_discriminators(run_dir, device)
+    _, discriminators = load_discriminators(run_dir, device, state)
     pairs = {
         k: (G, discriminators[k][0], conditional) for k, (G, conditional, _) in generators.items()
     }
     return class_selection(pairs, keep, config.z_dim, device)
+
+
+def share_kept(state: dict, class_keep: float | None = None) -> float:
+    """The share of fakes a run hands out: `class_keep`, or its config's when None."""
+    return GanConfig.from_dict(state["config"]).class_keep if class_keep is None else class_keep
 
 
 def _served(state: dict, class_index: int | None) -> list[int]:

@@ -119,11 +119,16 @@ def sample(
     _remove_leftovers(out_dir)
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
-        rows, dropped, drawn = _draw(
+        rows, dropped = _draw(
             work, state, generators, inputs, checks, max_candidates, torch_device, selection
         )
         selected = None
         if selection is not None:
+            # the candidates each class used: latents up to its last image kept
+            drawn = {
+                c: 1 + max(r["latent_index"] for r in rows if r["label"] == c)
+                for c in state["classes"]
+            }
             selected = {**selection.record(state["classes"]), "candidates": drawn}
             for name, count in drawn.items():
                 log.info(
@@ -142,12 +147,11 @@ def sample(
 
 
 def _draw(work, state, generators, inputs, checks, max_candidates, device, selection=None):
-    """Generate (select and screen) the images into `work`; the manifest rows, the dropped
-    rows and the candidates per class (the class selection's count, before the screen)."""
+    """Generate (select and screen) the images into `work`; the manifest and dropped rows."""
     classes, z_dim, seed = state["classes"], state["config"]["z_dim"], inputs["seed"]
     n_per_class = inputs["n_per_class"]
     share = 1.0 if selection is None else selection.keep
-    rows, dropped, drawn = [], [], {}
+    rows, dropped = [], []
     for k, name in enumerate(classes):
         G, conditional, which = generators[k]
         (work / name).mkdir()
@@ -193,10 +197,9 @@ def _draw(work, state, generators, inputs, checks, max_candidates, device, selec
                 rows.append({"file": rel, "sha256": sha, **record})
                 kept += 1
                 bar.update(1)
-                drawn[name] = row + 1  # the candidates used: up to the last image kept
             tried += count
         bar.close()
-    return rows, dropped, drawn
+    return rows, dropped
 
 
 def _write_records(work, run_dir, state, inputs, rows, dropped, screen, checks, selected) -> dict:
