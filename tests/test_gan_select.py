@@ -129,3 +129,20 @@ def test_sampling_a_run_without_a_class_head_by_class_is_refused(tiny_prep, ac_r
     with pytest.raises(MasksynthError, match=r"must be in \(0, 1\]"):
         sample(ac_run, tmp_path / "t", n_per_class=2, device="cpu", class_keep=0.0)
     assert not (tmp_path / "s").exists() and not (tmp_path / "t").exists()
+
+
+def test_a_run_with_a_share_shows_the_fakes_it_hands_out_in_a_grid_of_its_own(
+    tiny_prep, ac_run, tmp_path
+):
+    run = tmp_path / "run"
+    train_gan(tiny_prep, run, gan_config("quick", **TINY, class_keep=0.5))
+    state, fakes = evaluation_sampler(run, CPU)  # the run's own share
+    _, every = evaluation_sampler(run, CPU, 1.0)
+    for k, name in enumerate(state["classes"]):
+        grid = torch.from_numpy(np.array(Image.open(run / "grids" / f"{name}_kept.png")))
+        # make_grid's tiles: 64 px with 2 px of padding, 8 to a row; the top 4 rows synthetic
+        tiles = grid.permute(2, 0, 1)[:, 2:, 2:].unfold(1, 64, 66).unfold(2, 64, 66)
+        shown = tiles[:, :4].permute(1, 2, 0, 3, 4).reshape(32, 3, 64, 64)
+        assert torch.equal(shown, fakes(k, 32))
+        assert not torch.equal(shown, every(k, 32))  # not the epoch grids' every fake
+    assert not list((ac_run / "grids").glob("*_kept.png"))  # every fake kept: no such grid

@@ -23,7 +23,7 @@ from masksynth.gan.ema import ema_update, refresh_batchnorm
 from masksynth.gan.generate import evaluation_images
 from masksynth.gan.monitor import Monitor
 from masksynth.gan.pair import GanPair, pair_for
-from masksynth.gan.select import class_selection
+from masksynth.gan.select import ClassSelection, class_selection
 from masksynth.interrupts import DeferredInterrupt, ImmediateInterrupt
 from masksynth.progress import progress
 from masksynth.seeds import BATCHNORM, GAN_ORDER, derive_seed
@@ -51,6 +51,7 @@ class Trainer:
         self.first_epoch_s = 0.0  # the first epoch's training time (budget planning)
         self.quality: Quality | None = None
         self.prep_fingerprint = ""  # saved in the checkpoint: resume checks it
+        self._selections: dict[int, tuple[int, ClassSelection | None]] = {}  # see sample
 
     def run(self, next_step: int) -> None:
         """Train to the planned epochs (or an earlier stop), checkpointing as it goes.
@@ -213,12 +214,16 @@ class Trainer:
         pair = pair_for(self.pairs, class_index)
         conditional, z_dim = pair.class_index is None, self.config.z_dim
         # the fakes `sample` would hand out: through the class selection, set on today's D
-        selection = class_selection(
-            {class_index: (pair.sampler, pair.D, conditional)},
-            self.config.class_keep,
-            z_dim,
-            self.device,
-        )
+        # (calibrated once per class and step: the final grid and metrics share it)
+        step, selection = self._selections.get(class_index, (-1, None))
+        if step != self.global_step:
+            selection = class_selection(
+                {class_index: (pair.sampler, pair.D, conditional)},
+                self.config.class_keep,
+                z_dim,
+                self.device,
+            )
+            self._selections[class_index] = (self.global_step, selection)
         kept = None if selection is None else selection.kept
         return evaluation_images(
             pair.sampler, class_index, n, z_dim, conditional, self.device, kept

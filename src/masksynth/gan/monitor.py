@@ -147,6 +147,16 @@ class Monitor:
             if writer is not None:
                 writer.add_images(f"{name}/samples", images[:16], epoch)
 
+    def kept_grids(self, classes: list[str], sample) -> None:
+        """With a class selection, once training ends: grids/<class>_kept.png, the first
+        fakes the run hands out (`sample`: class index, n -> the evaluation latents' kept
+        images) above real test faces of the class; the epoch grids show every fake."""
+        if not self.ranks.main:
+            return
+        for k, name in enumerate(classes):
+            shown = beside_real(sample(k, GRID_SIZE), self.real.get(k))
+            save_grid(shown, self.run_dir / "grids" / f"{name}_kept.png")
+
     def scalars(self, record: dict) -> None:
         """A record of its own kind (e.g. quality on the val split) into metrics.jsonl."""
         if self.ranks.main:

@@ -135,6 +135,8 @@ def train_gan(
     }
     if not ranks.main:
         return summary
+    if config.class_keep < 1:  # what the run hands out, beside the epoch grids' every fake
+        trainer.monitor.kept_grids(trainer.classes, trainer.sample)
     if config.final_metrics and trainer.stop_reason == "done" and quality is not None:
         summary["metrics"] = quality(TEST, config.metrics_samples, trainer.sample, device)
         write_json(run_dir / "metrics.json", summary["metrics"])
