@@ -158,6 +158,24 @@ def test_fewer_control_seeds_reuse_the_control_and_report_only_those(experiment_
         experiment_config("quick", control_seeds=0)
 
 
+def test_degradations_retrain_every_classifier_and_the_report_says_so(experiment_run, tiny_prep):
+    """`--degrade` (best's 0.3) changes how each classifier trains, not the GAN or its faces."""
+    assert "with camera degradations" not in (experiment_run / "report.md").read_text()
+    result = _run(tiny_prep.parent / "raw", experiment_run, "--degrade", "0.3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((experiment_run / "results.json").read_text())
+    assert {s: v for s, v in results["stages"].items() if v == "computed"} == {
+        f"classifier {scenario}": "computed"
+        for scenario in ("real", "real+synthetic", "synthetic-only")
+    }
+    for runs in results["scenarios"].values():
+        for r in runs:
+            config = json.loads((experiment_run / r["dir"] / "train.json").read_text())["config"]
+            assert config["degrade"] == 0.3
+    md = (experiment_run / "report.md").read_text()
+    assert "1 epochs, with camera degradations (each with probability 0.3)" in md
+
+
 def test_rerun_with_another_split_recomputes_every_later_stage(experiment_run, tiny_prep):
     """The issue's worst case: a new split must not reuse the GAN, sample, audit or classifiers
     built on the old one (their training photos would sit in the new test split)."""

@@ -34,9 +34,9 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
         f"Data `{results['data_dir']}`; preset **{config['preset']}**; "
         f"{config['seeds']} seed(s); classifier `{config['arch']}` "
         f"(weights: {config['weights']}) at {config['size']} px for "
-        f"{config['classifier_epochs']} epochs; positive class **{positive}** "
-        f"(sensitivity = share of {positive} test faces found). Compute time of all stages "
-        f"{results['timings_s']['all_stages'] / 60:.1f} min (this invocation: "
+        f"{config['classifier_epochs']} epochs{_degradations(config)}; positive class "
+        f"**{positive}** (sensitivity = share of {positive} test faces found). Compute time "
+        f"of all stages {results['timings_s']['all_stages'] / 60:.1f} min (this invocation: "
         f"{results['timings_s']['this_run'] / 60:.1f} min; finished stages are reused)."
     )
 
@@ -369,6 +369,12 @@ def _mean_sd(summary: dict, percent: bool = False) -> str:
     if percent:
         return f"{100 * summary['mean']:.2f} ± {100 * summary['sd']:.2f} %"
     return f"{summary['mean']:.4f} ± {summary['sd']:.4f}"
+
+
+def _degradations(config: dict) -> str:
+    """How the classifiers saw their images: with camera degradations or as they are."""
+    p = config.get("degrade", 0.0)  # results from before the option: none
+    return f", with camera degradations (each with probability {p:g})" if p > 0 else ""
 
 
 def _fmt(stat: dict) -> str:
