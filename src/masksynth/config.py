@@ -369,7 +369,8 @@ _QUICK_EXPERIMENT: dict = {
 
 EXPERIMENT_PRESETS: dict[str, dict] = {
     "quick": _QUICK_EXPERIMENT,
-    # The hour's GAN in quick's experiment (about 89 min on 2 CPU cores, native bf16): the
+    # The hour's GAN in quick's experiment, classifiers trained longer and with camera
+    # degradations (below; about 89 min on 2 CPU cores, native bf16): the
     # settings of the run measured end to end (README, "The experiment with the hour's
     # faces"), whose plain-recipe faces reached TSTR 0.95 from 3,000 per class (0.946 from
     # 1,000; the hour with the class heads and the low-pass alone: 0.960 from 3,000), KID on

@@ -373,7 +373,7 @@ def _mean_sd(summary: dict, percent: bool = False) -> str:
 
 def _degradations(config: dict) -> str:
     """How the classifiers saw their images: with camera degradations or as they are."""
-    p = config.get("degrade", 0.0)  # results from before the option: none
+    p = config["degrade"]
     return f", with camera degradations (each with probability {p:g})" if p > 0 else ""
 
 
