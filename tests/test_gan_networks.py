@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from masksynth.config import gan_config
-from masksynth.gan.diffaugment import color, cutout, diff_augment, translation
+from masksynth.gan.diffaugment import color, cutout, diff_augment, tone, translation
 from masksynth.gan.networks import Discriminator, Generator
 from masksynth.gan.networks.dcgan import LatentProjection, WholeMapConv
 from masksynth.gan.networks.lowpass import OutputLowPass
@@ -144,6 +144,25 @@ def test_color_changes_images_differently():
     y = color(x)
     assert not torch.allclose(x, y)
     assert len({round(float(v), 4) for v in (y - x).mean(dim=(1, 2, 3))}) == 4
+
+
+def _channel_spread(x: torch.Tensor) -> torch.Tensor:
+    """Each image's mean spread between its largest and smallest channel: its colour."""
+    return (x.amax(dim=1) - x.amin(dim=1)).mean(dim=(1, 2))
+
+
+def test_tone_keeps_colour_that_color_can_take_away():
+    torch.manual_seed(0)
+    x = torch.rand(256, 3, 8, 8) * 2 - 1
+    before = _channel_spread(x)
+    # tone scales the colour with the contrast (0.5 to 1.5); color's saturation (0 to 2)
+    # turns some images nearly grey, so D cannot tell a grey photo from a grey-washed fake
+    assert (_channel_spread(tone(x)) / before).min() >= 0.5 - 1e-4
+    assert (_channel_spread(color(x)) / before).min() < 0.1
+    grey = x[:, :1].expand(-1, 3, -1, -1)
+    assert _channel_spread(tone(grey)).max() < 1e-5  # and a grey image stays grey
+    shifts = (tone(x) - x).mean(dim=(1, 2, 3))
+    assert shifts.std() > 0.1  # brightness differs from image to image
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])

@@ -207,7 +207,10 @@ def train_gan(
     lr_d: Annotated[float | None, typer.Option(help="Adam learning rate of D.")] = None,
     diffaugment: Annotated[
         str | None,
-        typer.Option(help="DiffAugment policy, e.g. color,translation,cutout ('' = off)."),
+        typer.Option(
+            help="DiffAugment policy: color, tone (color without saturation), translation, "
+            "cutout, e.g. tone,translation ('' = off)."
+        ),
     ] = None,
     xflip: Annotated[
         bool | None, typer.Option("--xflip/--no-xflip", help="Mirror real images at random.")

@@ -1,4 +1,5 @@
-"""Differentiable augmentation (Zhao et al. 2020, "DiffAugment"): colour, translation, cutout.
+"""Differentiable augmentation (Zhao et al. 2020, "DiffAugment"): colour (or its tone alone),
+translation, cutout.
 
 The same random transform family is applied to real and fake images in both the D and the
 G step, so D cannot memorise the few real images and G still gets useful gradients.
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 
 def diff_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
-    """Apply each comma-separated transform of `policy` (color, translation, cutout)."""
+    """Apply each comma-separated transform of `policy` (color, tone, translation, cutout)."""
     for name in filter(None, (p.strip() for p in policy.split(","))):
         if name not in TRANSFORMS:
             raise ValueError(
@@ -34,6 +35,13 @@ def color(x: torch.Tensor) -> torch.Tensor:
     channel_mean = x.mean(dim=1, keepdim=True)
     offset = (1 - c) * x.mean(dim=(1, 2, 3), keepdim=True) + b + (c * (1 - s)) * channel_mean
     return torch.addcmul(offset, x, c * s)
+
+
+def tone(x: torch.Tensor) -> torch.Tensor:
+    """Brightness and contrast as `color` draws them, without its saturation, which turns
+    some colour images grey: D still tells a grey photo from a colour one."""
+    b, c = _rand(x, 1, 1, 1) - 0.5, _rand(x, 1, 1, 1) + 0.5
+    return torch.addcmul((1 - c) * x.mean(dim=(1, 2, 3), keepdim=True) + b, x, c)
 
 
 def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
@@ -62,4 +70,4 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}
+TRANSFORMS = {"color": color, "tone": tone, "translation": translation, "cutout": cutout}
