@@ -138,8 +138,8 @@ GAN_RUN_SETTINGS = frozenset(
 )
 
 # One conditional G/D pair at half the paper's width, DiffAugment and mirrored reals, an EMA
-# generator: the recipe of `quick` and `best`, which differ in their time budget and EMA
-# (and quick's DiffAugment colour: below).
+# generator: the recipe of `quick` and `best`, which differ in their time budget, their EMA
+# and DiffAugment's colour step (`quick` leaves out its saturation: below).
 # `quick`, 5 minutes of training, however fast the machine: ~33 epochs on a 2-core AMD EPYC with
 # AVX-512 BF16 (~9 s per epoch), about 13 on AVX2-only cores. One conditional pair gets
 # twice the updates of two per-class pairs for the same time, and DiffAugment keeps D
