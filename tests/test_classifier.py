@@ -211,7 +211,7 @@ def _synthetic_folder(root, seed):
 def test_a_classifier_is_reused_only_when_built_from_the_same_inputs(tiny_prep, tmp_path):
     from masksynth.config import PrepareConfig
     from masksynth.data.prepare import prepare
-    from masksynth.fileio import read_csv
+    from masksynth.fileio import read_csv, read_json, write_json
 
     config = classifier_config("paper", epochs=1, batch_size=16, device="cpu", precision="fp32")
     out = tmp_path / "clf"
@@ -226,6 +226,14 @@ def test_a_classifier_is_reused_only_when_built_from_the_same_inputs(tiny_prep, 
     assert trained_anew(tiny_prep, out, config)
     assert not trained_anew(tiny_prep, out, config)  # the same inputs: reused
     assert trained_anew(tiny_prep, out, dataclasses.replace(config, lr=5e-4))
+    degraded = dataclasses.replace(config, degrade=0.3)
+    assert trained_anew(tiny_prep, out, degraded)
+    assert not trained_anew(tiny_prep, out, degraded)
+    # trained before the camera degradations gained one: it has not seen grey faces
+    record = read_json(out / "train.json")
+    record["inputs"]["degradations"] = record["inputs"]["degradations"][:-1]
+    write_json(out / "train.json", record)
+    assert trained_anew(tiny_prep, out, degraded)
     synthetic = _synthetic_folder(tmp_path / "synth", seed=1)
     assert trained_anew(tiny_prep, out, config, synthetic)
     assert not trained_anew(tiny_prep, out, config, synthetic)

@@ -9,6 +9,7 @@ from masksynth.classify.degrade import (
     Degrade,
     blur,
     crop_jitter,
+    desaturate,
     downscale,
     jpeg,
     lighting,
@@ -91,6 +92,17 @@ def test_a_hand_covers_about_the_stated_share_in_skin_tones_low_on_the_face():
     assert torch.equal(y, occlude(x, 0.15, _gen(3)))
 
 
+def test_desaturation_to_zero_is_grey_scale_and_keeps_brightness():
+    x = _faces()
+    grey = desaturate(x, 0.0)
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+    luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]  # ITU-R 601, as a camera's
+    assert torch.allclose(grey[:, 0], luma, atol=1e-3)
+    assert torch.allclose(desaturate(x, 1.0), x)
+    half = desaturate(x, 0.5)
+    assert torch.allclose(half, (x + grey) / 2, atol=1e-5)
+
+
 def test_rotation_turns_the_image_by_the_stated_angle():
     x = torch.zeros(1, 1, 65, 65)
     x[0, 0, 32, 52] = 1.0  # 20 px right of the centre
@@ -130,5 +142,9 @@ def test_training_degradation_follows_its_seed_and_is_off_at_p_zero():
     assert torch.equal(a, b) and not torch.equal(a, augment(x, _gen(7)))
     assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
     changed = (a != x).flatten(1).any(1)
-    assert changed.float().mean() > 0.8  # untouched by all seven at p 0.5: 1 in 128
+    assert changed.float().mean() > 0.8  # untouched by all eight at p 0.5: 1 in 256
     assert torch.equal(Degrade(p=0.0)(x, _gen(6)), x)
+    everything = Degrade(p=1.0)(x, _gen(6))  # grey comes last: the hand and noise turn grey
+    assert torch.equal(everything[:, 0], everything[:, 1])
+    grey = (a[:, 0] == a[:, 1]).flatten(1).all(1) & (a[:, 1] == a[:, 2]).flatten(1).all(1)
+    assert 0 < grey.sum() < len(x)  # some images at p 0.5, not all

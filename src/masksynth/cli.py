@@ -547,7 +547,7 @@ def train_classifier(
         float | None,
         typer.Option(
             help="Probability per image of each camera degradation in training (small "
-            "faces, blur, JPEG, noise, lighting, a hand, crop jitter); 0 = off."
+            "faces, blur, JPEG, noise, lighting, a hand, crop jitter, grey scale); 0 = off."
         ),
     ] = None,
     seed: Annotated[
@@ -607,7 +607,7 @@ def evaluate(
         bool,
         typer.Option(
             help="Also measure balanced accuracy under camera degradations (small faces, "
-            "JPEG, blur, rotation, crop jitter); a plot goes beside the sheet."
+            "JPEG, blur, rotation, crop jitter, grey scale); a plot goes beside the sheet."
         ),
     ] = False,
 ) -> None:

@@ -1,5 +1,5 @@
 """What a deployed camera does to a face crop, on batches: small faces, blur, JPEG, noise,
-lighting, a hand over the face, a detector box that is off, a tilted head.
+lighting, a hand over the face, a detector box that is off, a tilted head, no colour.
 
 Each degradation takes float images (N, C, H, W) in [0, 1] and returns the same shape. The
 fixed-strength forms are the robustness report's (`ROBUSTNESS`); `Degrade` draws a random
@@ -54,6 +54,12 @@ def noise(x: torch.Tensor, sigma: torch.Tensor | float, generator: torch.Generat
     sigma = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1, 1, 1).to(x.device)
     grain = torch.randn(x.shape, generator=generator, dtype=x.dtype)
     return (x + sigma * grain.to(x.device)).clamp(0, 1)
+
+
+def desaturate(x: torch.Tensor, saturation: float) -> torch.Tensor:
+    """Colour scaled to `saturation` of the photo's (0: grey scale, as an entrance camera's
+    infrared night mode sees a face)."""
+    return TF.adjust_saturation(x, saturation)
 
 
 def lighting(x: torch.Tensor, gain: torch.Tensor | float, gamma: torch.Tensor | float):
@@ -116,6 +122,7 @@ ROBUSTNESS = (
     ("blur sigma", "px", (1, 2), lambda x, s, g: blur(x, s)),
     ("rotation", "degrees", (20,), lambda x, s, g: rotate(x, s)),
     ("crop jitter", "share of the side", (0.15,), lambda x, s, g: crop_jitter(x, s, g)),
+    ("colour saturation", "x", (0.0,), lambda x, s, g: desaturate(x, s)),
 )
 
 
@@ -132,6 +139,9 @@ class Degrade:
     max_noise: float = 0.06
     max_jitter: float = 0.15
     max_occlusion: float = 0.25
+    # every step of __call__, in order: a classifier records them, so that one trained with
+    # another set is not reused as if it had seen these
+    KINDS = ("small face", "blur", "JPEG", "noise", "lighting", "hand", "crop jitter", "grey scale")
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n = len(x)
@@ -158,4 +168,6 @@ class Degrade:
         gain, gamma = strength(0.6, 1.4), strength(0.7, 1.4)
         x = apply(chosen(), lighting(x, gain, gamma))
         x = apply(chosen(), occlude(x, float(strength(0.05, self.max_occlusion)[0]), generator))
-        return apply(chosen(), crop_jitter(x, self.max_jitter, generator))
+        x = apply(chosen(), crop_jitter(x, self.max_jitter, generator))
+        # last, so that noise and a hand turn grey too, as under an infrared camera
+        return apply(chosen(), desaturate(x, 0.0))

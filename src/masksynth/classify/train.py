@@ -264,6 +264,7 @@ def classifier_inputs(
         "synthetic": synthetic_id(Path(synthetic_dir)) if synthetic_dir else None,
         "synthetic_only": synthetic_only,
         "config": {k: v for k, v in config.to_dict().items() if k != "device"},
+        "degradations": list(Degrade.KINDS) if config.degrade else None,
         # a state-dict file by content: another file under the same name trains anew
         "weights_sha256": file_sha256(weights) if weights.is_file() else None,
     }
