@@ -139,8 +139,9 @@ GAN_RUN_SETTINGS = frozenset(
 
 # One conditional G/D pair at half the paper's width, DiffAugment and mirrored reals, an EMA
 # generator: the recipe of `quick` and `best`, which differ in their time budget and EMA.
-# `quick`, 5 minutes of training, however fast the machine: ~33 epochs on a 2-core AMD EPYC with
-# AVX-512 BF16 (~9 s per epoch), about 13 on AVX2-only cores. One conditional pair gets
+# `quick`, 5 minutes of training, however fast the machine: 64 epochs on a 2-core AMD EPYC with
+# AVX-512 BF16 today (4.4 s per epoch; ~33 when the comparisons below were made), about 13
+# on AVX2-only cores (measured then). One conditional pair gets
 # twice the updates of two per-class pairs for the same time, and DiffAugment keeps D
 # from winning outright. Compared at equal time on the dev set (bf16 CPU, KID with /
 # without mask): lr 4e-4 0.235 / 0.108 against 2e-4's 0.245 / 0.162; no DiffAugment
