@@ -127,6 +127,9 @@ def test_report_is_self_contained(experiment_run):
     ):
         assert text in md and text in html
     assert "8 per class, sampled for it alone in `synthetic-control/`" in md
+    host = json.loads((experiment_run / "results.json").read_text())["host"]
+    assert host["threads"] >= 1 and host["cpu"]  # the report says where its times were taken
+    assert f"on {host['cpu']}, {host['threads']} threads" in md
     for figure in ("confusion.png", "roc.png", "training.png", "robustness.png", "reliability.png"):
         assert (experiment_run / "figures" / figure).stat().st_size > 5000
 

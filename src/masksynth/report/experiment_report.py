@@ -37,7 +37,8 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
         f"{config['classifier_epochs']} epochs{_degradations(config)}; positive class "
         f"**{positive}** (sensitivity = share of {positive} test faces found). Compute time "
         f"of all stages {results['timings_s']['all_stages'] / 60:.1f} min (this invocation: "
-        f"{results['timings_s']['this_run'] / 60:.1f} min; finished stages are reused)."
+        f"{results['timings_s']['this_run'] / 60:.1f} min{_machine(results)}; finished stages "
+        "are reused)."
     )
 
     doc.heading("Training composition (the paper's Table 3)")
@@ -324,6 +325,17 @@ def _splits(doc: Document, results: dict) -> None:
         f"{leakage.get('classifiers_checked', 'n/a')} classifiers "
         f"({leakage.get('checked_by', '')})",
     )
+
+
+def _machine(results: dict) -> str:
+    """Where this invocation computed: a time budget buys more steps on a faster machine."""
+    host = results.get("host", {})
+    if "cpu" not in host:  # written before the run record named the machine
+        return ""
+    where = host["gpu"] or f"{host['cpu']}, {host['threads']} threads"
+    bf16 = ", native bf16" if host["cpu_native_bf16"] else ", no native bf16"
+    settings = "".join(f", {k}={v}" for k, v in host["settings"].items())
+    return f" on {where}{'' if host['gpu'] else bf16}{settings}"
 
 
 def _verdict(results: dict) -> str:
