@@ -76,6 +76,21 @@ def test_results_json_is_complete(experiment_run):
     }
     control = results["control_synthetic"]
     assert control["dir"] == "synthetic-control" and control["n_per_class"] == 8
+    # the compute time of all stages adds up every stage's own record, both samples included
+    seconds = [
+        json.loads((experiment_run / record).read_text())[key]
+        for record, key in [
+            ("prep/prepare.json", "seconds"),
+            ("gan/gan.json", "total_seconds"),
+            ("synthetic/sample.json", "seconds"),
+            ("synthetic-control/sample.json", "seconds"),
+            ("audit/audit.json", "seconds"),
+        ]
+    ]
+    assert min(seconds) > 0
+    classifiers = sum(r["total_seconds"] for runs in results["scenarios"].values() for r in runs)
+    total = results["timings_s"]["all_stages"]
+    assert total == pytest.approx(sum(seconds) + classifiers, abs=0.2)
     assert control["sample_id"] != results["sample_id"]
     assert len(read_csv(experiment_run / "synthetic-control" / "manifest.csv")) == 16
     # the control trains at least --tstr-steps steps: 3 epochs of its 16 images (one batch)

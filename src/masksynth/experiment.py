@@ -135,6 +135,7 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
     )
 
     log.info("4/4 statistics and report")
+    samples = [synthetic] if control is synthetic else [synthetic, control]
     positive = prep["classes"].index(prep["positive_class"])
     comparisons = _compare(runs["real"], runs["real+synthetic"], positive)
     results = {
@@ -180,9 +181,7 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
         "timings_s": {
             "this_run": round(time.perf_counter() - started, 1),
             "this_run_by_stage": timings,
-            "all_stages": round(
-                _stage_seconds(prep, gan, runs) + ((audit or {}).get("seconds") or 0.0), 1
-            ),
+            "all_stages": round(_stage_seconds(prep, gan, samples, audit, runs), 1),
         },
         **run_record(),
     }
@@ -414,11 +413,21 @@ def _classify(
     }
 
 
-def _stage_seconds(prep: dict, gan: dict, runs: dict[str, list[dict]]) -> float:
-    """Time every stage took when it ran, read from its own records (reused stages too)."""
+def _stage_seconds(
+    prep: dict, gan: dict, samples: list[dict], audit: dict | None, runs: dict[str, list[dict]]
+) -> float:
+    """Time every stage took when it ran, read from its own records (reused stages too;
+    samples drawn before their records kept it count nothing)."""
     gan_total = gan.get("total_seconds") or gan.get("train_seconds") or 0.0
+    drawn = sum(s.get("seconds") or 0.0 for s in samples)
     classifiers = sum(r["total_seconds"] for results in runs.values() for r in results)
-    return prep.get("seconds", 0.0) + gan_total + classifiers
+    return (
+        prep.get("seconds", 0.0)
+        + gan_total
+        + drawn
+        + ((audit or {}).get("seconds") or 0.0)
+        + classifiers
+    )
 
 
 def _public(result: dict) -> dict:

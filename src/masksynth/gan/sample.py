@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,7 @@ def sample(
             return {**previous, "reused": True}
         log.info("%s: sampling anew (%s)", out_dir, "; ".join(why) or "files missing")
 
+    started = time.perf_counter()
     torch_device = pick_device(device)
     state, generators = load_generators(run_dir, torch_device)
     selection = load_selection(run_dir, state, generators, torch_device, class_keep)
@@ -137,7 +139,10 @@ def sample(
                     name,
                     count,
                 )
-        meta = _write_records(work, run_dir, state, inputs, rows, dropped, screen, checks, selected)
+        seconds = round(time.perf_counter() - started, 1)
+        meta = _write_records(
+            work, run_dir, state, inputs, rows, dropped, screen, checks, selected, seconds
+        )
         os.sync()  # every file is on disk before the folder appears under its name
         _swap_into_place(work, out_dir)
     except BaseException:
@@ -202,7 +207,9 @@ def _draw(work, state, generators, inputs, checks, max_candidates, device, selec
     return rows, dropped
 
 
-def _write_records(work, run_dir, state, inputs, rows, dropped, screen, checks, selected) -> dict:
+def _write_records(
+    work, run_dir, state, inputs, rows, dropped, screen, checks, selected, seconds
+) -> dict:
     classes = state["classes"]
     write_csv(work / MANIFEST, MANIFEST_FIELDS, rows)
     screened = {}
@@ -240,6 +247,8 @@ def _write_records(work, run_dir, state, inputs, rows, dropped, screen, checks, 
         "files": [r["file"] for r in rows],
         "class_selection": selected,
         **screened,
+        # compute time (loading, generating, screening): an experiment reusing it adds it up
+        "seconds": seconds,
         **run_record(),
     }
     write_json(work / SAMPLE_RECORD, meta)
