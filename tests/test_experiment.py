@@ -194,6 +194,18 @@ def test_degradations_retrain_every_classifier_and_the_report_says_so(experiment
     assert "1 epochs, with camera degradations (each with probability 0.3)" in md
 
 
+def test_another_gan_seed_trains_a_new_gan_and_redoes_what_it_feeds(experiment_run, tiny_prep):
+    before = json.loads((experiment_run / "results.json").read_text())
+    result = _run(tiny_prep.parent / "raw", experiment_run, "--gan-seed", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((experiment_run / "results.json").read_text())
+    assert {s for s, v in results["stages"].items() if v != "computed"} == {"prepare"}
+    assert results["config"]["gan_seed"] == 1
+    assert json.loads((experiment_run / "gan/gan.json").read_text())["config"]["seed"] == 1
+    assert results["sample_id"] != before["sample_id"]
+    assert "GAN seed 1; 2 classifier seed(s)" in (experiment_run / "report.md").read_text()
+
+
 def test_rerun_with_another_split_recomputes_every_later_stage(experiment_run, tiny_prep):
     """The issue's worst case: a new split must not reuse the GAN, sample, audit or classifiers
     built on the old one (their training photos would sit in the new test split)."""

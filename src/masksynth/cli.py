@@ -677,6 +677,10 @@ def experiment(
         int | None,
         typer.Option(help="Synthetic images per class for FID/KID/PRDC (default: preset)."),
     ] = None,
+    gan_seed: Annotated[
+        int | None,
+        typer.Option(help="The GAN's seed (default 0); --seeds are the classifiers'."),
+    ] = None,
     group_by: Annotated[
         str | None,
         typer.Option(
@@ -746,6 +750,7 @@ def experiment(
         gan_epochs=gan_epochs,
         gan_minutes=gan_minutes,
         gan_metrics_samples=gan_metrics_samples,
+        gan_seed=gan_seed,
         group_by=group_by,
         control=control,
         control_seeds=control_seeds,

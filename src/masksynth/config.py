@@ -324,6 +324,8 @@ class ExperimentConfig:
     # the GAN's training budget in minutes (None: the preset's); gan_epochs then caps it
     gan_minutes: float | None = None
     gan_metrics_samples: int | None = None  # fakes per class for FID/KID/PRDC; None: preset's
+    # the GAN's seed: the classifier seeds vary each scenario's training, this the faces
+    gan_seed: int = 0
     group_by: str | None = "auto"  # see PrepareConfig
     control: bool = True  # also train on synthetic only and test on real
     # seeds of the synthetic-only control (the first ones of `seeds`): one classifier seed

@@ -322,6 +322,7 @@ def _gan_config(config: ExperimentConfig) -> GanConfig:
         minutes=minutes,
         device=config.device,
         metrics_samples=config.gan_metrics_samples,
+        seed=config.gan_seed,
     )
 
 

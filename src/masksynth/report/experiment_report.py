@@ -31,8 +31,8 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
     doc.paragraph(_verdict(results), style="verdict")
     config = results["config"]
     doc.paragraph(
-        f"Data `{results['data_dir']}`; preset **{config['preset']}**; "
-        f"{config['seeds']} seed(s); classifier `{config['arch']}` "
+        f"Data `{results['data_dir']}`; preset **{config['preset']}**; GAN seed "
+        f"{config.get('gan_seed', 0)}; {config['seeds']} classifier seed(s): `{config['arch']}` "
         f"(weights: {config['weights']}) at {config['size']} px for "
         f"{config['classifier_epochs']} epochs{_degradations(config)}; positive class "
         f"**{positive}** (sensitivity = share of {positive} test faces found). Compute time "
