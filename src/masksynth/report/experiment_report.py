@@ -332,10 +332,11 @@ def _machine(results: dict) -> str:
     host = results.get("host", {})
     if "cpu" not in host:  # written before the run record named the machine
         return ""
-    where = host["gpu"] or f"{host['cpu']}, {host['threads']} threads"
-    bf16 = ", native bf16" if host["cpu_native_bf16"] else ", no native bf16"
     settings = "".join(f", {k}={v}" for k, v in host["settings"].items())
-    return f" on {where}{'' if host['gpu'] else bf16}{settings}"
+    if host["gpu"] and results["config"]["device"] != "cpu":  # auto takes the GPU
+        return f" on {host['gpu']}{settings}"
+    bf16 = "native bf16" if host["cpu_native_bf16"] else "no native bf16"
+    return f" on {host['cpu']}, {host['threads']} threads, {bf16}{settings}"
 
 
 def _verdict(results: dict) -> str:
