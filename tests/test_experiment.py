@@ -195,15 +195,46 @@ def test_degradations_retrain_every_classifier_and_the_report_says_so(experiment
 
 
 def test_another_gan_seed_trains_a_new_gan_and_redoes_what_it_feeds(experiment_run, tiny_prep):
+    """A GAN seed changes the faces: the GAN, the samples, the audit and the classifiers that
+    see synthetic faces are made anew; the real-only classifiers do not depend on them."""
+    raw = tiny_prep.parent / "raw"
+    assert _run(raw, experiment_run).returncode == 0  # this file's defaults, whatever ran before
     before = json.loads((experiment_run / "results.json").read_text())
-    result = _run(tiny_prep.parent / "raw", experiment_run, "--gan-seed", "1")
+    result = _run(raw, experiment_run, "--gan-seed", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((experiment_run / "results.json").read_text())
-    assert {s for s, v in results["stages"].items() if v != "computed"} == {"prepare"}
+    reused = {s for s, v in results["stages"].items() if v != "computed"}
+    assert reused == {"prepare", "classifier real"}, results["stages"]
     assert results["config"]["gan_seed"] == 1
     assert json.loads((experiment_run / "gan/gan.json").read_text())["config"]["seed"] == 1
     assert results["sample_id"] != before["sample_id"]
-    assert "GAN seed 1; 2 classifier seed(s)" in (experiment_run / "report.md").read_text()
+    assert "GAN seed 1; 2 seed(s) of the classifier" in (experiment_run / "report.md").read_text()
+    result = _run(raw, experiment_run, "--gan-seed", "-1")
+    assert result.returncode == 2 and "--gan-seed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1  # one line, not a traceback
+    assert json.loads((experiment_run / "gan/gan.json").read_text())["config"]["seed"] == 1
+
+
+def test_the_report_says_where_its_times_were_taken_and_what_they_leave_out():
+    from masksynth.report.experiment_report import _times
+
+    host = {
+        "cpu": "Some CPU",
+        "threads": 2,
+        "cpu_native_bf16": True,
+        "cpu_bf16_used": False,
+        "gpu": None,
+        "settings": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    }
+    timings = {"all_stages": 600.0, "this_run": 660.0, "untimed": ["synthetic-control"]}
+    text = _times({"timings_s": timings, "host": host})
+    assert "10.0 min, not counting the sampling of `synthetic-control/`" in text
+    assert "on Some CPU, 2 threads, native bf16 left unused" in text
+    assert "ONEDNN_MAX_CPU_ISA=AVX2" in text
+    text = _times({"timings_s": {**timings, "untimed": []}, "host": {**host, "gpu": "A GPU"}})
+    assert "not counting" not in text and "on A GPU," in text and "Some CPU" not in text
+    old = _times({"timings_s": {"all_stages": 60.0, "this_run": 60.0}, "host": {"platform": "x"}})
+    assert old.endswith("(this invocation: 1.0 min; finished stages are reused).")
 
 
 def test_rerun_with_another_split_recomputes_every_later_stage(experiment_run, tiny_prep):

@@ -104,7 +104,7 @@ def prepare(
         map(str, PrepareConfig.split)
     ),
     seed: Annotated[
-        int, typer.Option(help="Seed of the split and the contact sheets.")
+        int, typer.Option(min=0, help="Seed of the split and the contact sheets.")
     ] = PrepareConfig.seed,
     group_by: Annotated[
         str,
@@ -200,7 +200,9 @@ def train_gan(
         typer.Option(help="auto (the family's own) | dcgan | projected."),
     ] = None,
     mode: Annotated[str | None, typer.Option(help="per-class | conditional.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of weights, noise and data order.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Seed of weights, noise and data order.")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue RUN_DIR from its checkpoint.")] = False,
     batch_size: Annotated[int | None, typer.Option(help="Images per step per G/D pair.")] = None,
     lr_g: Annotated[float | None, typer.Option(help="Adam learning rate of G.")] = None,
@@ -371,7 +373,7 @@ def sample(
     run_dir: Annotated[Path, typer.Argument(help="A folder made by 'masksynth train-gan'.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output ImageFolder (SYNTH_DIR).")],
     n_per_class: Annotated[int, typer.Option(help="Images per class.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Latent seed: same seed, same images.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Latent seed: same seed, same images.")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     privacy_filter: Annotated[
         bool,
@@ -424,7 +426,7 @@ def audit(
         str, typer.Option(help="Face matchers for re-identification: sface, dlib.")
     ] = ",".join(AuditConfig.matchers),
     seed: Annotated[
-        int, typer.Option(help="Seed of the subsets and bootstraps.")
+        int, typer.Option(min=0, help="Seed of the subsets and bootstraps.")
     ] = AuditConfig.seed,
     inception_per_class: Annotated[
         int, typer.Option(help="Synthetic and held-out images per class in Inception space.")
@@ -551,7 +553,7 @@ def train_classifier(
         ),
     ] = None,
     seed: Annotated[
-        int, typer.Option(help="Seed of weights, order and augmentation.")
+        int, typer.Option(min=0, help="Seed of weights, order and augmentation.")
     ] = ClassifierConfig.seed,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = ClassifierConfig.device,
     precision: Annotated[
@@ -679,7 +681,7 @@ def experiment(
     ] = None,
     gan_seed: Annotated[
         int | None,
-        typer.Option(help="The GAN's seed (default 0); --seeds are the classifiers'."),
+        typer.Option(min=0, help="The GAN's seed (default 0); --seeds are the classifiers'."),
     ] = None,
     group_by: Annotated[
         str | None,

@@ -141,11 +141,11 @@ GAN_RUN_SETTINGS = frozenset(
 # generator: the recipe of `quick` and `best`, which differ in their time budget and EMA.
 # `quick`, 5 minutes of training, however fast the machine: 64 epochs on a 2-core AMD EPYC with
 # AVX-512 BF16 today (4.4 s per epoch; ~33 when the comparisons below were made), about 13
-# on AVX2-only cores (measured then). One conditional pair gets
-# twice the updates of two per-class pairs for the same time, and DiffAugment keeps D
-# from winning outright. Compared at equal time on the dev set (bf16 CPU, KID with /
-# without mask): lr 4e-4 0.235 / 0.108 against 2e-4's 0.245 / 0.162; no DiffAugment
-# 0.27 / 0.27; hinge loss with spectral norm 0.26 / 0.30. Then, with 500 fakes per class
+# on AVX2-only cores (measured then), 34 with AVX2 emulated on that EPYC (fp32, 8.6 s).
+# One conditional pair gets twice the updates of two per-class pairs for the same time, and
+# DiffAugment keeps D from winning outright. Compared at equal time on the dev set (bf16 CPU, KID
+# with / without mask): lr 4e-4 0.235 / 0.108 against 2e-4's 0.245 / 0.162; no DiffAugment 0.27 /
+# 0.27; hinge loss with spectral norm 0.26 / 0.30. Then, with 500 fakes per class
 # and train-on-synthetic test-on-real balanced accuracy (TSTR, ResNet18 19 epochs):
 # EMA decay 0.99 KID 0.237 / 0.105, TSTR 0.921; 0.999 0.208 / 0.081, TSTR 0.948.
 # Resizing + 3x3 convolution for G's last two up-steps (against checkerboard speckle,
@@ -426,6 +426,8 @@ def experiment_config(preset: str = "quick", **overrides) -> ExperimentConfig:
         )
     if values.get("control_seeds", ExperimentConfig.control_seeds) < 1:
         raise MasksynthError("--control-seeds must be at least 1")
+    if values.get("gan_seed", ExperimentConfig.gan_seed) < 0:
+        raise MasksynthError("--gan-seed must be >= 0")
     return ExperimentConfig(preset=preset, **values)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -25,18 +26,21 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 @functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX) and oneDNN may use it:
-    then autocast pays."""
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    native = any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
-    return native and onednn_isa_allows_bf16(os.environ)
+    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
 
 
-def onednn_isa_allows_bf16(environ) -> bool:
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU computes bf16 natively and oneDNN may use it: then autocast pays."""
+    return cpu_has_native_bf16() and onednn_isa_allows_bf16(os.environ)
+
+
+def onednn_isa_allows_bf16(environ: Mapping[str, str]) -> bool:
     """False when oneDNN's instruction-set cap (ONEDNN_MAX_CPU_ISA, or its old name
     DNNL_MAX_CPU_ISA) stops below AVX-512 BF16: its convolutions then run bf16 without the
     bf16 instructions, several times slower than fp32 (as on an AVX2-only CPU)."""
@@ -44,7 +48,8 @@ def onednn_isa_allows_bf16(environ) -> bool:
     if cap in ("", "ALL", "DEFAULT"):
         return True
     # the caps from AVX512_CORE_BF16 up: AVX512_CORE_BF16, AVX10_1_512 (AVX512_CORE_FP16),
-    # the AMX ones and AVX10_2_512
+    # the AMX ones and AVX10_2_512. Not AVX2_VNNI_2: it converts to bf16 but has no bf16
+    # dot products.
     return any(isa in cap for isa in ("BF16", "AMX", "AVX10", "AVX512_CORE_FP16"))
 
 

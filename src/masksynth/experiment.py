@@ -135,7 +135,9 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
     )
 
     log.info("4/4 statistics and report")
-    samples = [synthetic] if control is synthetic else [synthetic, control]
+    samples = {synth_dir.name: synthetic}  # by folder, each once
+    samples[control_dir.name] = control
+    all_stages, untimed = _stage_seconds(prep, gan, samples, audit, runs)
     positive = prep["classes"].index(prep["positive_class"])
     comparisons = _compare(runs["real"], runs["real+synthetic"], positive)
     results = {
@@ -181,7 +183,8 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
         "timings_s": {
             "this_run": round(time.perf_counter() - started, 1),
             "this_run_by_stage": timings,
-            "all_stages": round(_stage_seconds(prep, gan, samples, audit, runs), 1),
+            "all_stages": round(all_stages, 1),
+            "untimed": untimed,
         },
         **run_record(),
     }
@@ -415,20 +418,21 @@ def _classify(
 
 
 def _stage_seconds(
-    prep: dict, gan: dict, samples: list[dict], audit: dict | None, runs: dict[str, list[dict]]
-) -> float:
-    """Time every stage took when it ran, read from its own records (reused stages too;
-    samples drawn before their records kept it count nothing)."""
+    prep: dict, gan: dict, samples: dict[str, dict], audit: dict | None, runs: dict
+) -> tuple[float, list[str]]:
+    """Time every stage took when it ran, read from its own records (reused stages too), and
+    the sample folders whose records hold no time (drawn before sample.json kept it)."""
     gan_total = gan.get("total_seconds") or gan.get("train_seconds") or 0.0
-    drawn = sum(s.get("seconds") or 0.0 for s in samples)
+    untimed = [folder for folder, s in samples.items() if s.get("seconds") is None]
     classifiers = sum(r["total_seconds"] for results in runs.values() for r in results)
-    return (
+    total = (
         prep.get("seconds", 0.0)
         + gan_total
-        + drawn
+        + sum(s.get("seconds") or 0.0 for s in samples.values())
         + ((audit or {}).get("seconds") or 0.0)
         + classifiers
     )
+    return total, untimed
 
 
 def _public(result: dict) -> dict:

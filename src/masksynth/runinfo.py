@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from masksynth.device import cpu_has_fast_bf16
+from masksynth.device import cpu_has_fast_bf16, cpu_has_native_bf16
 
 _PACKAGES = (
     "masksynth",
@@ -27,9 +27,13 @@ _PACKAGES = (
 # Settings that change how fast a run computes, and so what a time budget buys
 _SPEED_SETTINGS = (
     "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
     "ONEDNN_MAX_CPU_ISA",
     "DNNL_MAX_CPU_ISA",
+    "ONEDNN_DEFAULT_FPMATH_MODE",
+    "MKL_ENABLE_INSTRUCTIONS",
     "ATEN_CPU_CAPABILITY",
+    "OPENCV_CPU_DISABLE",
     "CUDA_VISIBLE_DEVICES",
 )
 
@@ -61,11 +65,25 @@ def host() -> dict:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
-        "cpu_native_bf16": cpu_has_fast_bf16(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        # native and not capped off by oneDNN's ISA cap: what --precision auto takes on CPU
+        "cpu_bf16_used": cpu_has_fast_bf16(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # ATen's vector ISA
         "threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "gpu": gpu_used(),
         "settings": {name: os.environ[name] for name in _SPEED_SETTINGS if name in os.environ},
     }
+
+
+def gpu_used() -> str | None:
+    """The GPU this process has computed on, if any (asking a process that has not would
+    start CUDA: time and memory on a GPU it may not use)."""
+    if not torch.cuda.is_initialized():
+        return None
+    try:
+        return torch.cuda.get_device_name(torch.cuda.current_device())
+    except RuntimeError:
+        return "a CUDA GPU"
 
 
 def cpu_model() -> str:

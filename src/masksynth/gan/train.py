@@ -153,6 +153,8 @@ def _validate(config: GanConfig) -> None:
         raise MasksynthError("--mode must be per-class or conditional")
     if config.batch_size < 2 or config.epochs < 1:
         raise MasksynthError("--batch-size must be >= 2 and --epochs >= 1")
+    if config.seed < 0:
+        raise MasksynthError("--seed must be >= 0")
     for name in filter(None, config.diffaugment.split(",")):
         if name.strip() not in TRANSFORMS:
             raise MasksynthError(

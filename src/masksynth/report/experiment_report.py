@@ -32,13 +32,10 @@ def write_experiment_report(run_dir: Path, results: dict, runs: dict[str, list[d
     config = results["config"]
     doc.paragraph(
         f"Data `{results['data_dir']}`; preset **{config['preset']}**; GAN seed "
-        f"{config.get('gan_seed', 0)}; {config['seeds']} classifier seed(s): `{config['arch']}` "
-        f"(weights: {config['weights']}) at {config['size']} px for "
+        f"{config.get('gan_seed', 0)}; {config['seeds']} seed(s) of the classifier "
+        f"`{config['arch']}` (weights: {config['weights']}) at {config['size']} px for "
         f"{config['classifier_epochs']} epochs{_degradations(config)}; positive class "
-        f"**{positive}** (sensitivity = share of {positive} test faces found). Compute time "
-        f"of all stages {results['timings_s']['all_stages'] / 60:.1f} min (this invocation: "
-        f"{results['timings_s']['this_run'] / 60:.1f} min{_machine(results)}; finished stages "
-        "are reused)."
+        f"**{positive}** (sensitivity = share of {positive} test faces found). {_times(results)}"
     )
 
     doc.heading("Training composition (the paper's Table 3)")
@@ -327,15 +324,31 @@ def _splits(doc: Document, results: dict) -> None:
     )
 
 
+def _times(results: dict) -> str:
+    timings = results["timings_s"]
+    untimed = timings.get("untimed") or []
+    missing = "".join(f", not counting the sampling of `{f}/` (no time recorded)" for f in untimed)
+    return (
+        f"Compute time of all stages {timings['all_stages'] / 60:.1f} min{missing} (this "
+        f"invocation: {timings['this_run'] / 60:.1f} min{_machine(results)}; finished stages "
+        "are reused)."
+    )
+
+
 def _machine(results: dict) -> str:
     """Where this invocation computed: a time budget buys more steps on a faster machine."""
     host = results.get("host", {})
-    if "cpu" not in host:  # written before the run record named the machine
+    if "cpu_bf16_used" not in host:  # written before the run record named the machine
         return ""
     settings = "".join(f", {k}={v}" for k, v in host["settings"].items())
-    if host["gpu"] and results["config"]["device"] != "cpu":  # auto takes the GPU
+    if host["gpu"]:
         return f" on {host['gpu']}{settings}"
-    bf16 = "native bf16" if host["cpu_native_bf16"] else "no native bf16"
+    if host["cpu_bf16_used"]:
+        bf16 = "native bf16"
+    elif host["cpu_native_bf16"]:
+        bf16 = "native bf16 left unused under oneDNN's instruction-set cap"
+    else:
+        bf16 = "no native bf16"
     return f" on {host['cpu']}, {host['threads']} threads, {bf16}{settings}"
 
 
