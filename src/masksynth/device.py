@@ -26,13 +26,17 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 @functools.cache
+def cpu_info() -> str:
+    """/proc/cpuinfo, read once ("" where there is none)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
+    return any(flag in cpu_info() for flag in (" avx512_bf16", " amx_bf16"))
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -135,8 +135,7 @@ def run_experiment(data_dir: str | Path, run_dir: str | Path, config: Experiment
     )
 
     log.info("4/4 statistics and report")
-    samples = {synth_dir.name: synthetic}  # by folder, each once
-    samples[control_dir.name] = control
+    samples = {synth_dir.name: synthetic, control_dir.name: control}  # by folder, each once
     all_stages, untimed = _stage_seconds(prep, gan, samples, audit, runs)
     positive = prep["classes"].index(prep["positive_class"])
     comparisons = _compare(runs["real"], runs["real+synthetic"], positive)

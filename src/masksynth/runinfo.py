@@ -8,11 +8,10 @@ import platform
 import shlex
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 
-from masksynth.device import cpu_has_fast_bf16, cpu_has_native_bf16
+from masksynth.device import cpu_has_fast_bf16, cpu_has_native_bf16, cpu_info
 
 _PACKAGES = (
     "masksynth",
@@ -88,10 +87,7 @@ def gpu_used() -> str | None:
 
 def cpu_model() -> str:
     """The CPU's model name (Linux), else what the platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in cpu_info().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
