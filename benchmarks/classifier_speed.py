@@ -1,14 +1,17 @@
 """Classifier training speed: masksynth's step against the usual tutorial loop, in one run.
 
-Both train ResNet18 (2 classes, batch 64, AdamW) with the paper's classic augmentation at
---size px. The baseline is the tutorial way: ImageFolder decoding the raw photos in 2
-DataLoader workers with torchvision's PIL transforms, fp32, NCHW, eager. masksynth trains
-from the prepared uint8 cache and augments whole batches on the device (`train_step`).
+Both train --arch (ResNet18, the paper's, or EfficientNet-lite0, train-classifier's default;
+2 classes, batch 64, AdamW) with the paper's classic augmentation at --size px. The baseline
+is the tutorial way: ImageFolder decoding the raw photos in 2 DataLoader workers with
+torchvision's PIL transforms, fp32, NCHW, eager. masksynth trains from the prepared uint8
+cache, channels_last, in its precision, and augments whole batches on the device
+(`train_step`).
 `compute_only` is masksynth's step on a random batch already in memory: no data cost, so
 `ceiling_ratio` is the most any input pipeline could gain over the baseline. Prints one
 JSON line; medians over --repeats.
 
     python benchmarks/classifier_speed.py --data ../shared/datasets/face-mask --prep runs/prep
+    python benchmarks/classifier_speed.py --arch efficientnet_lite0 --size 128
 """
 
 from __future__ import annotations
@@ -22,17 +25,17 @@ import torch
 import torch.nn.functional as F
 from common import batches, result
 from torch.utils.data import DataLoader
-from torchvision import datasets, models, transforms
+from torchvision import datasets, transforms
 
 from masksynth.classify.augment import Augment
-from masksynth.classify.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from masksynth.classify.models import ARCHS, IMAGENET_MEAN, IMAGENET_STD, build_model
 from masksynth.classify.train import train_step
 from masksynth.config import PrepareConfig
 from masksynth.data import load_split
 from masksynth.data.prepare import prepare
 from masksynth.device import (
-    classifier_memory_format,
-    cpu_has_fast_bf16,
+    CLASSIFIER_MEMORY_FORMAT,
+    cpu_has_native_bf16,
     pick_device,
     resolve_precision,
 )
@@ -45,7 +48,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def plain_loop(data_dir: Path, size: int, steps: int, device: torch.device) -> float:
+def plain_loop(data_dir: Path, arch: str, size: int, steps: int, device: torch.device) -> float:
     """img/s of the tutorial loop, decoding and PIL augmentation included."""
     tf = transforms.Compose(
         [
@@ -62,7 +65,7 @@ def plain_loop(data_dir: Path, size: int, steps: int, device: torch.device) -> f
         shuffle=True,
         num_workers=2,
     )
-    model = models.resnet18(num_classes=2).to(device)
+    model = build_model(arch, 2).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     done, started = 0, None
     for step, (x, y) in enumerate(batches(loader, steps + 1)):
@@ -80,16 +83,10 @@ def plain_loop(data_dir: Path, size: int, steps: int, device: torch.device) -> f
     return done / (time.perf_counter() - started)
 
 
-def _masksynth_model(device: torch.device):
-    model = build_model("resnet18", 2).to(device, memory_format=classifier_memory_format(device))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    return model.train(), optimizer
-
-
-def _timed_steps(get_batch, steps: int, device: torch.device, precision: str) -> float:
+def _timed_steps(get_batch, arch: str, steps: int, device: torch.device, precision: str) -> float:
     """img/s of masksynth's train_step; get_batch(k) gives step k's (uint8 images, labels),
     and is called inside the timed part. Step 0 warms up and is not timed."""
-    model = build_model("resnet18", 2).to(device, memory_format=classifier_memory_format(device))
+    model = build_model(arch, 2).to(device, memory_format=CLASSIFIER_MEMORY_FORMAT)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     augment = Augment()
     for k in range(steps + 1):
@@ -103,7 +100,7 @@ def _timed_steps(get_batch, steps: int, device: torch.device, precision: str) ->
 
 
 def masksynth_loop(
-    prep_dir: Path, size: int, steps: int, device: torch.device, precision: str
+    prep_dir: Path, arch: str, size: int, steps: int, device: torch.device, precision: str
 ) -> float:
     """img/s of masksynth's training step on the cached uint8 images (batch gather included,
     as train_classifier does it)."""
@@ -114,20 +111,23 @@ def masksynth_loop(
         torch.randperm(len(labels), generator=generator)[:BATCH].to(device)
         for _ in range(steps + 1)
     ]
-    return _timed_steps(lambda k: (images[picks[k]], labels[picks[k]]), steps, device, precision)
+    return _timed_steps(
+        lambda k: (images[picks[k]], labels[picks[k]]), arch, steps, device, precision
+    )
 
 
-def compute_only(size: int, steps: int, device: torch.device, precision: str) -> float:
+def compute_only(arch: str, size: int, steps: int, device: torch.device, precision: str) -> float:
     """img/s of the same step on one random uint8 batch already in memory: no data cost."""
     images = torch.randint(0, 256, (BATCH, 3, size, size), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 2, (BATCH,), device=device)
-    return _timed_steps(lambda k: (images, labels), steps, device, precision)
+    return _timed_steps(lambda k: (images, labels), arch, steps, device, precision)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/face-mask"))
     parser.add_argument("--prep", type=Path, default=Path("runs/prep"))
+    parser.add_argument("--arch", default="resnet18", choices=ARCHS)
     parser.add_argument("--size", type=int, default=64, choices=(64, 128))
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
@@ -139,17 +139,20 @@ def main() -> None:
     precision = resolve_precision("auto", device)
     ours, plain, compute = [], [], []
     for _ in range(args.repeats):
-        plain.append(plain_loop(args.data, args.size, args.steps, device))
-        ours.append(masksynth_loop(args.prep, args.size, args.steps, device, precision))
-        compute.append(compute_only(args.size, args.steps, device, precision))
+        plain.append(plain_loop(args.data, args.arch, args.size, args.steps, device))
+        ours.append(masksynth_loop(args.prep, args.arch, args.size, args.steps, device, precision))
+        compute.append(compute_only(args.arch, args.size, args.steps, device, precision))
     record = result(
-        f"classifier_train_{device.type}_{args.size}",
+        # ResNet18 keeps the records' old name
+        f"classifier_train_{device.type}_{'' if args.arch == 'resnet18' else args.arch + '_'}"
+        f"{args.size}",
         "img/s",
         ours,
         plain,
         compute_only=compute,
         precision=precision,
-        cpu_native_bf16=cpu_has_fast_bf16(),
+        cpu_native_bf16=cpu_has_native_bf16(),
+        arch=args.arch,
         size=args.size,
         batch=BATCH,
         steps=args.steps,

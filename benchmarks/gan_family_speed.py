@@ -22,7 +22,7 @@ from common import gan_step_seconds, result
 from masksynth.config import PrepareConfig, gan_config
 from masksynth.data import load_split
 from masksynth.data.prepare import prepare
-from masksynth.device import cpu_has_fast_bf16, pick_device, resolve_precision
+from masksynth.device import cpu_has_native_bf16, pick_device, resolve_precision
 from masksynth.distributed import Ranks
 from masksynth.gan.loop import Trainer
 from masksynth.gan.loss import Objective
@@ -105,7 +105,7 @@ def main() -> None:
             baseline if name == "dcgan" else runs[name],
             baseline,
             precision=resolve_precision("auto", device),
-            cpu_native_bf16=cpu_has_fast_bf16(),
+            cpu_native_bf16=cpu_has_native_bf16(),
             batch=gan_config("quick").batch_size,
             steps=args.steps,
         )

@@ -27,7 +27,7 @@ from torchvision import datasets, transforms
 from masksynth.config import PrepareConfig, gan_config
 from masksynth.data import load_split
 from masksynth.data.prepare import prepare
-from masksynth.device import autocast, cpu_has_fast_bf16, pick_device, resolve_precision
+from masksynth.device import autocast, cpu_has_native_bf16, pick_device, resolve_precision
 from masksynth.distributed import Ranks
 from masksynth.gan.loop import Trainer
 from masksynth.gan.loss import Objective
@@ -147,7 +147,7 @@ def main() -> None:
         plain,
         compute_only=compute,  # masksynth can pass it: its G step skips D's weight gradients
         precision=precision,
-        cpu_native_bf16=cpu_has_fast_bf16(),
+        cpu_native_bf16=cpu_has_native_bf16(),
         batch=BATCH,
         steps=args.steps,
     )

@@ -17,7 +17,7 @@ import time
 import torch
 from common import result
 
-from masksynth.device import cpu_has_fast_bf16
+from masksynth.device import cpu_has_native_bf16
 from masksynth.metrics.inception import extract_features
 
 
@@ -62,7 +62,7 @@ def main() -> None:
                 plain,
                 max_feature_difference=difference,
                 threads=torch.get_num_threads(),
-                cpu_native_bf16=cpu_has_fast_bf16(),
+                cpu_native_bf16=cpu_has_native_bf16(),
             )
         )
     )

@@ -46,6 +46,14 @@ def jobs(args) -> dict[str, list[str]]:
         "gan": ["gan_speed.py", *common, "--steps=3", "--repeats=3"],
         "classifier_64": [*classifier, "--size=64", "--steps=4", "--repeats=3"],
         "classifier_128": [*classifier, "--size=128", "--steps=2", "--repeats=1"],
+        # train-classifier's default network and size
+        "classifier_effnet_128": [
+            *classifier,
+            "--arch=efficientnet_lite0",
+            "--size=128",
+            "--steps=2",
+            "--repeats=1",
+        ],
         "prepare_1k": ["prepare_speed.py", data, "--sets=1k"],
         "prepare_all": ["prepare_speed.py", data, "--sets=all"],
         "prepare_copy": ["prepare_speed.py", data, "--sets=copy"],

@@ -75,6 +75,8 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def classifier_memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last pays for ResNet on GPUs; on the AVX2 test CPU it was 7 % slower."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+# The classifiers' memory layout, on every device. On a 2-core AMD EPYC (AVX-512 BF16)
+# channels_last trains EfficientNet-lite0 at 128 px 1.9x as fast as the default layout in
+# fp32 (1.2x in bf16) and ResNet18 at 64 px 1.07x (1.1x), with AVX2 emulated 1.6x and 1.07x,
+# and infers 1.5x and 1.25x as fast (fp32); on GPUs it pays for ResNet too.
+CLASSIFIER_MEMORY_FORMAT = torch.channels_last

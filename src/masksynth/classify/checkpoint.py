@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from masksynth.classify.models import build_model
-from masksynth.device import classifier_memory_format
+from masksynth.device import CLASSIFIER_MEMORY_FORMAT
 from masksynth.errors import MasksynthError
 from masksynth.fileio import atomic_open
 from masksynth.torchio import load_plain, load_weights
@@ -30,15 +30,15 @@ def load_classifier(path: str | Path, device: torch.device) -> tuple[nn.Module, 
         raise MasksynthError(f"{path} is not a masksynth classifier checkpoint")
     model = build_model(state["arch"], len(state["class_names"]), "none")
     load_weights(model, state.pop("state_dict"), path, "classifier checkpoint")
-    return model.to(device, memory_format=classifier_memory_format(device)).eval(), state
+    return model.to(device, memory_format=CLASSIFIER_MEMORY_FORMAT).eval(), state
 
 
 def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 or [0, 1] float images -> normalised float in the device's best memory format."""
+    """uint8 or [0, 1] float images -> normalised float in the classifiers' memory format."""
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images
     mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return ((x - mean_t) / std_t).contiguous(memory_format=classifier_memory_format(x.device))
+    return ((x - mean_t) / std_t).contiguous(memory_format=CLASSIFIER_MEMORY_FORMAT)
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ from masksynth.config import TRAIN, VAL, ClassifierConfig
 from masksynth.data import load_split
 from masksynth.data.cache import read_prepared
 from masksynth.data.synthetic import load_synthetic, synthetic_files, synthetic_id
-from masksynth.device import autocast, classifier_memory_format, resolve_precision
+from masksynth.device import CLASSIFIER_MEMORY_FORMAT, autocast, resolve_precision
 from masksynth.distributed import average_buffers, check_in_sync, mean_over_ranks, setup, wrap
 from masksynth.errors import MasksynthError
 from masksynth.fileio import file_sha256, read_json, write_csv, write_json
@@ -104,7 +104,7 @@ def train_classifier(
         raise MasksynthError(f"{prep_dir} has an empty val split: model selection needs one")
 
     model = build_model(config.arch, len(classes), config.weights)
-    model = model.to(device, memory_format=classifier_memory_format(device))
+    model = model.to(device, memory_format=CLASSIFIER_MEMORY_FORMAT)
     trained = wrap(model, ranks, device)  # DDP under torchrun (BatchNorm statistics of rank 0)
     if ranks.on:  # each rank draws its own augmentations
         torch.manual_seed(derive_seed(config.seed, PROCESS, ranks.rank))
