@@ -378,6 +378,8 @@ def test_a_gan_budget_in_minutes_is_reused_resumed_or_trained_anew_as_asked(tiny
     assert (gan_dir / "gan-resume.json").exists()
     with pytest.raises(MasksynthError, match="--gan-minutes must be above 0"):
         experiment_config("quick", gan_minutes=0.0)
+    with pytest.raises(MasksynthError, match="--gan-metrics-samples must be >= 2"):
+        experiment_config("quick", gan_metrics_samples=1)
     result = subprocess.run(
         [
             sys.executable,

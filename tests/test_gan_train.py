@@ -279,6 +279,41 @@ def test_an_unknown_d_norm_is_a_one_line_error(tiny_prep, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--metrics-samples", "1"], "--metrics-samples must be >= 2"),
+        (["--metrics-samples", "0", "--metrics-every", "1"], "--metrics-samples must be >= 2"),
+        (["--metrics-every", "-1"], "--metrics-every and --checkpoint-every-steps must be >= 0"),
+    ],
+)
+def test_metrics_it_cannot_measure_are_refused_before_training(
+    tiny_prep, tmp_path, capsys, args, says
+):
+    """Before, --metrics-samples 0 trained the whole budget, then crashed in a traceback."""
+    from masksynth.cli import main
+
+    assert main(["train-gan", str(tiny_prep), "--out", str(tmp_path / "x"), *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("masksynth: error: ") and says in lines[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_epoch_grids_thin_out_after_the_first_epochs_and_keep_the_last(
+    tiny_prep, tmp_path, monkeypatch
+):
+    from masksynth.gan import monitor
+
+    monkeypatch.setattr(monitor, "GRID_EPOCHS", 2)  # every epoch to 2, then every 2nd and the last
+    run = tmp_path / "run"
+    train_gan(tiny_prep, run, _tiny(epochs=5))
+    for name in ("with_mask", "without_mask"):
+        grids = sorted(p.name for p in (run / "grids" / name).glob("epoch_*.png"))
+        assert grids == [f"epoch_000{e}.png" for e in (1, 2, 4, 5)]
+        latest = (run / "grids" / f"{name}.png").read_bytes()
+        assert latest == (run / "grids" / name / "epoch_0005.png").read_bytes()
+
+
 def test_a_log_file_gets_one_line_per_epoch_not_progress_bar_redraws(tiny_prep, tmp_path):
     from conftest import run_cli
 

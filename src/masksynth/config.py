@@ -428,6 +428,8 @@ def experiment_config(preset: str = "quick", **overrides) -> ExperimentConfig:
         raise MasksynthError("--control-seeds must be at least 1")
     if values.get("gan_seed", ExperimentConfig.gan_seed) < 0:
         raise MasksynthError("--gan-seed must be >= 0")
+    if values.get("gan_metrics_samples") is not None and values["gan_metrics_samples"] < 2:
+        raise MasksynthError("--gan-metrics-samples must be >= 2 (FID needs 2 fakes per class)")
     return ExperimentConfig(preset=preset, **values)
 
 

@@ -25,6 +25,15 @@ from masksynth.render.sheets import beside_real, save_grid
 log = logging.getLogger(__name__)
 GRID_SIZE = 32  # synthetic faces per grid, and as many real ones below them
 D_WINS_AT = 0.02  # mean D(G(z)) below this (with D(x) above 1 - this) means D has won
+# epoch grids: after each of the first GRID_EPOCHS epochs, then every GRID_EPOCHS-th and the
+# last: an hour's run has ~90 of ~800 epochs (every epoch's wrote ~1 GB with TensorBoard's
+# copies, and 0.18 s an epoch outside the time budget)
+GRID_EPOCHS = 10
+
+
+def grid_due(epoch: int, last: bool) -> bool:
+    """Whether the epoch (counted from 1) just finished writes grids/<class>/epoch_NNNN.png."""
+    return last or epoch <= GRID_EPOCHS or epoch % GRID_EPOCHS == 0
 
 
 class Diverged(MasksynthError):
@@ -130,8 +139,9 @@ class Monitor:
             self.d_wins_steps[name] = 0
 
     def grids(self, epoch: int, classes: list[str]) -> None:
-        """The same fixed latents every epoch, per class: grids/<class>/epoch_NNNN.png, the
-        synthetic faces above a blank row and real test faces of the class below it."""
+        """The same fixed latents at every grid (`grid_due`), per class:
+        grids/<class>/epoch_NNNN.png and the latest as grids/<class>.png, the synthetic faces
+        above a blank row and real test faces of the class below them."""
         if not self.ranks.main:
             return
         grids = self.run_dir / "grids"

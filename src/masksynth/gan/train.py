@@ -195,6 +195,14 @@ def _validate(config: GanConfig) -> None:
         raise MasksynthError("--dp-epsilon plans its noise from --epochs: set --minutes 0")
     if config.minutes < 0:
         raise MasksynthError("--minutes must be >= 0 (0: train --epochs)")
+    if config.metrics_every_epochs < 0 or config.checkpoint_every_steps < 0:
+        raise MasksynthError("--metrics-every and --checkpoint-every-steps must be >= 0 (0: off)")
+    if (config.final_metrics or config.metrics_every_epochs) and config.metrics_samples < 2:
+        # checked before training: the metrics come after it
+        raise MasksynthError(
+            "--metrics-samples must be >= 2 (FID compares two sets of at least 2 images); "
+            "--no-final-metrics skips the test metrics"
+        )
     if config.dp_epsilon:
         _private().check(config)
 
