@@ -7,11 +7,12 @@ torchvision's PIL transforms, fp32, NCHW, eager. masksynth trains from the prepa
 cache, channels_last, in its precision, and augments whole batches on the device
 (`train_step`).
 `compute_only` is masksynth's step on a random batch already in memory: no data cost, so
-`ceiling_ratio` is the most any input pipeline could gain over the baseline. Prints one
-JSON line; medians over --repeats.
+`ceiling_ratio` is the most any input pipeline could gain over the baseline. `--layout
+contiguous` runs masksynth's step in the default layout instead, to measure what
+channels_last buys. Prints one JSON line; medians over --repeats.
 
     python benchmarks/classifier_speed.py --data ../shared/datasets/face-mask --prep runs/prep
-    python benchmarks/classifier_speed.py --arch efficientnet_lite0 --size 128
+    python benchmarks/classifier_speed.py --arch efficientnet_lite0 --size 128 [--layout contiguous]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from common import batches, result
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from masksynth.classify import checkpoint
 from masksynth.classify.augment import Augment
 from masksynth.classify.models import ARCHS, IMAGENET_MEAN, IMAGENET_STD, build_model
 from masksynth.classify.train import train_step
@@ -41,6 +43,7 @@ from masksynth.device import (
 )
 
 BATCH = 64
+LAYOUTS = {"channels_last": CLASSIFIER_MEMORY_FORMAT, "contiguous": torch.contiguous_format}
 
 
 def _sync(device: torch.device) -> None:
@@ -86,7 +89,7 @@ def plain_loop(data_dir: Path, arch: str, size: int, steps: int, device: torch.d
 def _timed_steps(get_batch, arch: str, steps: int, device: torch.device, precision: str) -> float:
     """img/s of masksynth's train_step; get_batch(k) gives step k's (uint8 images, labels),
     and is called inside the timed part. Step 0 warms up and is not timed."""
-    model = build_model(arch, 2).to(device, memory_format=CLASSIFIER_MEMORY_FORMAT)
+    model = build_model(arch, 2).to(device, memory_format=checkpoint.CLASSIFIER_MEMORY_FORMAT)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     augment = Augment()
     for k in range(steps + 1):
@@ -129,6 +132,7 @@ def main() -> None:
     parser.add_argument("--prep", type=Path, default=Path("runs/prep"))
     parser.add_argument("--arch", default="resnet18", choices=ARCHS)
     parser.add_argument("--size", type=int, default=64, choices=(64, 128))
+    parser.add_argument("--layout", default="channels_last", choices=LAYOUTS)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
@@ -137,6 +141,8 @@ def main() -> None:
     if not (args.prep / "prepare.json").is_file():
         prepare(args.data, args.prep, PrepareConfig(sizes=(64, 128)))
     precision = resolve_precision("auto", device)
+    # the model here and train_step's input (classify.checkpoint.normalise) alike
+    checkpoint.CLASSIFIER_MEMORY_FORMAT = LAYOUTS[args.layout]
     ours, plain, compute = [], [], []
     for _ in range(args.repeats):
         plain.append(plain_loop(args.data, args.arch, args.size, args.steps, device))
@@ -153,6 +159,7 @@ def main() -> None:
         precision=precision,
         cpu_native_bf16=cpu_has_native_bf16(),
         arch=args.arch,
+        layout=args.layout,
         size=args.size,
         batch=BATCH,
         steps=args.steps,

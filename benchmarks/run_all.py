@@ -10,8 +10,8 @@ the speed targets; a missed target is reported, a crashed benchmark fails the ex
     python benchmarks/run_all.py                    # everything, ~7 min on 2 cores
     python benchmarks/run_all.py --only gan classifier_64
 
-Benchmarks (--only): gan, classifier_64, classifier_128, prepare_1k, prepare_all, prepare_copy,
-sample, evaluate, inception.
+Benchmarks (--only): gan, classifier_64, classifier_128, classifier_effnet_128, prepare_1k,
+prepare_all, prepare_copy, sample, evaluate, inception.
 """
 
 from __future__ import annotations

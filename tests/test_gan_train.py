@@ -283,8 +283,12 @@ def test_an_unknown_d_norm_is_a_one_line_error(tiny_prep, tmp_path, capsys):
     ("args", "says"),
     [
         (["--metrics-samples", "1"], "--metrics-samples must be >= 2"),
-        (["--metrics-samples", "0", "--metrics-every", "1"], "--metrics-samples must be >= 2"),
+        (
+            ["--metrics-samples", "0", "--metrics-every", "1", "--no-final-metrics"],
+            "--metrics-samples must be >= 2",
+        ),
         (["--metrics-every", "-1"], "--metrics-every and --checkpoint-every-steps must be >= 0"),
+        (["--checkpoint-every-steps", "-1"], "must be >= 0 (0: off)"),
     ],
 )
 def test_metrics_it_cannot_measure_are_refused_before_training(
@@ -297,6 +301,31 @@ def test_metrics_it_cannot_measure_are_refused_before_training(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("masksynth: error: ") and says in lines[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_a_run_measuring_nothing_needs_no_fakes_and_gan_metrics_then_asks_for_them(
+    tiny_prep, tmp_path, capsys
+):
+    from masksynth.cli import main
+
+    run, tiny = tmp_path / "run", ["--g-width", "8", "--d-width", "8", "--batch-size", "8"]
+    none = ["--no-final-metrics", "--metrics-samples", "0"]
+    assert (
+        main(["train-gan", str(tiny_prep), "--out", str(run), "--epochs", "1", *tiny, *none]) == 0
+    )
+    capsys.readouterr()
+    assert main(["gan-metrics", str(run), "--real", str(tiny_prep)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--metrics-samples 0: give --fakes N" in lines[0]
+
+
+def test_a_run_stopped_by_its_time_limit_shows_the_weights_it_kept(tiny_prep, tmp_path):
+    run = tmp_path / "run"
+    summary = train_gan(tiny_prep, run, _tiny(epochs=3, max_minutes=1e-9))  # after one step
+    assert summary["stopped"] == "time limit" and summary["epochs_done"] == 0
+    for name in ("with_mask", "without_mask"):
+        assert (run / "grids" / f"{name}.png").is_file()  # no epoch ended: no epoch grid
+        assert not list((run / "grids" / name).glob("epoch_*.png"))
 
 
 def test_epoch_grids_thin_out_after_the_first_epochs_and_keep_the_last(

@@ -72,7 +72,12 @@ def quality_metrics(
         raise MasksynthError(
             f"{source}: the GAN makes classes {classes}, {prep_dir} holds {real_classes}"
         )
-    n = GanConfig.from_dict(state["config"]).metrics_samples if n is None else n
+    if n is None:  # the run's own --metrics-samples
+        n = GanConfig.from_dict(state["config"]).metrics_samples
+        if n < 2:
+            raise MasksynthError(
+                f"{source} was trained with --metrics-samples {n}: give --fakes N (at least 2)"
+            )
     if n < 2:
         raise MasksynthError(f"--fakes must be at least 2 per class, not {n}")
     # another prepared folder's split may hold photos this GAN trained on: said, not refused

@@ -49,6 +49,7 @@ class Trainer:
         self.planned_epochs, self.planned = config.epochs, not config.minutes
         self.elapsed, self.stop_reason, self.last_save = 0.0, "", 0.0
         self.buffers_at = -1  # the global step whose BatchNorm statistics are in place
+        self.grids_at = -1  # the global step grids/<class>.png shows
         self.first_epoch_s = 0.0  # the first epoch's training time (budget planning)
         self.quality: Quality | None = None
         self.prep_fingerprint = ""  # saved in the checkpoint: resume checks it
@@ -67,6 +68,7 @@ class Trainer:
                     self._epoch(stop)
                     if self.stop_reason:
                         self._save(self.next_step)
+                        self._latest_grids()
                         return
                     self.epoch, self.next_step = self.epoch + 1, 0
                     self._plan()
@@ -80,6 +82,7 @@ class Trainer:
         except KeyboardInterrupt:
             self.monitor.check_finite(self.epoch + 1, self.global_step)
             self._save(self.next_step)
+            self._latest_grids()
             log.warning(
                 "interrupted: checkpoint saved at epoch %d, step %d", self.epoch + 1, self.next_step
             )
@@ -235,11 +238,20 @@ class Trainer:
             return
         if grid_due(self.epoch, last=self.epoch >= self.planned_epochs):
             self.monitor.grids(self.epoch, self.classes)
+            self.grids_at = self.global_step
         every = self.config.metrics_every_epochs
         if every and self.epoch % every == 0 and self.epoch < self.planned_epochs and self.quality:
             scores = self.quality(VAL, self.config.metrics_samples, self.sample, self.device)
             record = {"step": self.global_step, "epoch": self.epoch, "split": VAL, **scores}
             self.monitor.scalars(record)
+
+    def _latest_grids(self) -> None:
+        """A run stopped before its plan ends (time limit, privacy budget, Ctrl-C):
+        grids/<class>.png shows the generator its checkpoint holds, not an epoch's grid
+        up to GRID_EPOCHS - 1 epochs older."""
+        if self.ranks.main and self.grids_at != self.global_step:
+            self.monitor.grids(self.epoch, self.classes, epoch_file=False)
+            self.grids_at = self.global_step
 
     def _average_buffers(self) -> None:
         """BatchNorm statistics to save or sample with: averaged over the processes, and the
@@ -249,13 +261,13 @@ class Trainer:
         The same on every process, as the step count is."""
         if self.buffers_at == self.global_step:
             return
-        self.buffers_at = self.global_step
         for pair in self.pairs:
             if pair.G_ema is not None:
                 seed = derive_seed(self.config.seed, BATCHNORM, self.global_step)
                 refresh_batchnorm(pair.G_ema, seed, self.device)
         modules = [m for p in self.pairs for m in (p.G, p.D)]
         average_buffers(modules + [p.G_ema for p in self.pairs if p.G_ema is not None], self.ranks)
+        self.buffers_at = self.global_step
 
     def _save(self, next_step: int) -> None:
         self.monitor.check_finite(self.epoch + 1, self.global_step)

@@ -138,10 +138,11 @@ class Monitor:
         else:
             self.d_wins_steps[name] = 0
 
-    def grids(self, epoch: int, classes: list[str]) -> None:
+    def grids(self, epoch: int, classes: list[str], epoch_file: bool = True) -> None:
         """The same fixed latents at every grid (`grid_due`), per class:
-        grids/<class>/epoch_NNNN.png and the latest as grids/<class>.png, the synthetic faces
-        above a blank row and real test faces of the class below them."""
+        grids/<class>/epoch_NNNN.png (and TensorBoard's copy) unless not `epoch_file`, and
+        the latest as grids/<class>.png; the synthetic faces above a blank row and real test
+        faces of the class below them."""
         if not self.ranks.main:
             return
         grids = self.run_dir / "grids"
@@ -151,8 +152,10 @@ class Monitor:
             labels = torch.full((GRID_SIZE,), k) if pair.class_index is None else None
             images = generate(pair.sampler, z, labels, self.device)
             shown = beside_real(images, self.real.get(k))
-            save_grid(shown, grids / name / f"epoch_{epoch:04d}.png")
             save_grid(shown, grids / f"{name}.png")
+            if not epoch_file:
+                continue
+            save_grid(shown, grids / name / f"epoch_{epoch:04d}.png")
             writer = self._tensorboard()
             if writer is not None:
                 writer.add_images(f"{name}/samples", images[:16], epoch)

@@ -201,7 +201,7 @@ def _validate(config: GanConfig) -> None:
         # checked before training: the metrics come after it
         raise MasksynthError(
             "--metrics-samples must be >= 2 (FID compares two sets of at least 2 images); "
-            "--no-final-metrics skips the test metrics"
+            "--no-final-metrics and --metrics-every 0 measure nothing"
         )
     if config.dp_epsilon:
         _private().check(config)
