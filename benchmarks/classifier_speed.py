@@ -7,18 +7,20 @@ torchvision's PIL transforms, fp32, NCHW, eager. masksynth trains from the prepa
 cache, channels_last, in its precision, and augments whole batches on the device
 (`train_step`).
 `compute_only` is masksynth's step on a random batch already in memory: no data cost, so
-`ceiling_ratio` is the most any input pipeline could gain over the baseline. `--layout
-contiguous` runs masksynth's step in the default layout instead, to measure what
-channels_last buys. Prints one JSON line; medians over --repeats.
+`ceiling_ratio` is the most any input pipeline could gain over the baseline.
+`channels_last_gain` is what masksynth's memory layout buys: compute_only against the same
+step in the default layout, timed in turn within each repeat (a 2-core VM drifts by 20 %
+between runs) and the median of those ratios. Prints one JSON line; medians over --repeats.
 
     python benchmarks/classifier_speed.py --data ../shared/datasets/face-mask --prep runs/prep
-    python benchmarks/classifier_speed.py --arch efficientnet_lite0 --size 128 [--layout contiguous]
+    python benchmarks/classifier_speed.py --arch efficientnet_lite0 --size 128
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -43,7 +45,7 @@ from masksynth.device import (
 )
 
 BATCH = 64
-LAYOUTS = {"channels_last": CLASSIFIER_MEMORY_FORMAT, "contiguous": torch.contiguous_format}
+DEFAULT_LAYOUT = torch.contiguous_format
 
 
 def _sync(device: torch.device) -> None:
@@ -86,10 +88,15 @@ def plain_loop(data_dir: Path, arch: str, size: int, steps: int, device: torch.d
     return done / (time.perf_counter() - started)
 
 
-def _timed_steps(get_batch, arch: str, steps: int, device: torch.device, precision: str) -> float:
+def _timed_steps(
+    get_batch, arch: str, steps: int, device: torch.device, precision: str, layout=None
+) -> float:
     """img/s of masksynth's train_step; get_batch(k) gives step k's (uint8 images, labels),
-    and is called inside the timed part. Step 0 warms up and is not timed."""
-    model = build_model(arch, 2).to(device, memory_format=checkpoint.CLASSIFIER_MEMORY_FORMAT)
+    and is called inside the timed part. Step 0 warms up and is not timed. `layout`: another
+    memory layout than masksynth's, for the model and train_step's input alike."""
+    layout = layout or CLASSIFIER_MEMORY_FORMAT
+    checkpoint.CLASSIFIER_MEMORY_FORMAT = layout  # what classify.checkpoint.normalise gives
+    model = build_model(arch, 2).to(device, memory_format=layout)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     augment = Augment()
     for k in range(steps + 1):
@@ -99,6 +106,7 @@ def _timed_steps(get_batch, arch: str, steps: int, device: torch.device, precisi
         images, labels = get_batch(k)
         train_step(model, optimizer, images, labels, augment, None, precision)
     _sync(device)
+    checkpoint.CLASSIFIER_MEMORY_FORMAT = CLASSIFIER_MEMORY_FORMAT
     return steps * BATCH / (time.perf_counter() - started)
 
 
@@ -119,11 +127,13 @@ def masksynth_loop(
     )
 
 
-def compute_only(arch: str, size: int, steps: int, device: torch.device, precision: str) -> float:
+def compute_only(
+    arch: str, size: int, steps: int, device: torch.device, precision: str, layout=None
+) -> float:
     """img/s of the same step on one random uint8 batch already in memory: no data cost."""
     images = torch.randint(0, 256, (BATCH, 3, size, size), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 2, (BATCH,), device=device)
-    return _timed_steps(lambda k: (images, labels), arch, steps, device, precision)
+    return _timed_steps(lambda k: (images, labels), arch, steps, device, precision, layout)
 
 
 def main() -> None:
@@ -132,7 +142,6 @@ def main() -> None:
     parser.add_argument("--prep", type=Path, default=Path("runs/prep"))
     parser.add_argument("--arch", default="resnet18", choices=ARCHS)
     parser.add_argument("--size", type=int, default=64, choices=(64, 128))
-    parser.add_argument("--layout", default="channels_last", choices=LAYOUTS)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
@@ -141,13 +150,14 @@ def main() -> None:
     if not (args.prep / "prepare.json").is_file():
         prepare(args.data, args.prep, PrepareConfig(sizes=(64, 128)))
     precision = resolve_precision("auto", device)
-    # the model here and train_step's input (classify.checkpoint.normalise) alike
-    checkpoint.CLASSIFIER_MEMORY_FORMAT = LAYOUTS[args.layout]
-    ours, plain, compute = [], [], []
+    ours, plain, compute, default_layout = [], [], [], []
     for _ in range(args.repeats):
         plain.append(plain_loop(args.data, args.arch, args.size, args.steps, device))
         ours.append(masksynth_loop(args.prep, args.arch, args.size, args.steps, device, precision))
         compute.append(compute_only(args.arch, args.size, args.steps, device, precision))
+        default_layout.append(
+            compute_only(args.arch, args.size, args.steps, device, precision, DEFAULT_LAYOUT)
+        )
     record = result(
         # ResNet18 keeps the records' old name
         f"classifier_train_{device.type}_{'' if args.arch == 'resnet18' else args.arch + '_'}"
@@ -159,7 +169,9 @@ def main() -> None:
         precision=precision,
         cpu_native_bf16=cpu_has_native_bf16(),
         arch=args.arch,
-        layout=args.layout,
+        channels_last_gain=round(
+            statistics.median(c / d for c, d in zip(compute, default_layout, strict=True)), 2
+        ),
         size=args.size,
         batch=BATCH,
         steps=args.steps,

@@ -75,8 +75,10 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-# The classifiers' memory layout, on every device. On a 2-core AMD EPYC (AVX-512 BF16)
-# channels_last trains EfficientNet-lite0 at 128 px 1.9x as fast as the default layout in
-# fp32 (1.2x in bf16) and ResNet18 at 64 px 1.07x (1.1x), with AVX2 emulated 1.6x and 1.07x,
-# and infers 1.5x and 1.25x as fast (fp32); on GPUs it pays for ResNet too.
+# The classifiers' memory layout, on every device. On a 2-core AMD EPYC (AVX-512 BF16),
+# timed in turn with the default layout (benchmarks/classifier_speed.py channels_last_gain),
+# channels_last trains EfficientNet-lite0 at 128 px 1.18x as fast in bf16 and 1.6x in fp32,
+# ResNet18 at 64 px 1.07x and 1.04x; with oneDNN and ATen capped at AVX2 (fp32) 1.6x and
+# 1.05x (an early, noisy measurement on a real AVX2 CPU had ResNet18 7 % slower). It pays
+# on GPUs too.
 CLASSIFIER_MEMORY_FORMAT = torch.channels_last
